@@ -1,0 +1,1 @@
+"""rntensor: ROOT (TTree and RNTuple) event data → ML tensors."""
