@@ -1,0 +1,196 @@
+"""Writing the cache: tables → Arrow IPC shards, sidecars and the manifest, all atomic.
+
+See ``FORMAT.md`` beside this module for the layout.  Every file appears whole or not at all:
+POSIX writes go to a temporary name in the same folder and are renamed; object stores get
+one PUT of the complete bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import xxhash
+
+from rntensor.cache import FORMAT_VERSION, MANIFEST_NAME, SHARDS_DIR
+from rntensor.errors import CacheError, StorageError
+
+__all__ = [
+    "dest_filesystem",
+    "load_manifest",
+    "load_sidecars",
+    "shard_key",
+    "table_to_batch",
+    "write_bytes_atomic",
+    "write_manifest",
+    "write_shard",
+]
+
+
+def dest_filesystem(dest: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem and root path of a cache destination (folder or s3:// prefix)."""
+    import fsspec
+
+    opts = dict(storage_options or {})
+    if dest.startswith("s3://"):
+        from rntensor.sources import uproot_options
+
+        opts = uproot_options(dest, opts)
+        ck = opts.pop("config_kwargs", None)
+        if ck:
+            opts.setdefault("config_kwargs", ck)
+    fs, root = fsspec.core.url_to_fs(dest, **opts)
+    return fs, root.rstrip("/")
+
+
+def shard_key(
+    *,
+    source_name: str,
+    tree: str,
+    fingerprint: Mapping[str, Any],
+    entry_start: int,
+    entry_stop: int,
+    schema_fingerprint: str,
+) -> str:
+    """The content address of a shard (see FORMAT.md)."""
+    doc = [source_name, tree, dict(fingerprint), entry_start, entry_stop, schema_fingerprint, FORMAT_VERSION]
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def table_to_batch(table: Mapping[str, np.ndarray], columns: Mapping[str, Mapping[str, Any]]) -> pa.RecordBatch:
+    """A table (see :mod:`rntensor.transform`) as one Arrow record batch, zero-copy where possible."""
+    arrays: list[pa.Array] = []
+    names: list[str] = []
+    for name, info in columns.items():
+        kind = info["kind"]
+        v = table[name]
+        if kind in ("padded", "flat", "mask"):
+            width = int(np.prod(info["shape"]))
+            flat = v.reshape(-1)
+            if kind == "mask":
+                flat = flat.view(np.uint8)
+            arr: pa.Array = pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
+        elif kind == "ragged":
+            f = int(info["shape"][0])
+            inner = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), f)
+            arr = pa.LargeListArray.from_arrays(pa.array(table[f"{name}_offsets"]), inner)
+        else:
+            arr = pa.array(v)
+        arrays.append(arr)
+        names.append(name)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _serialize(batch: pa.RecordBatch, metadata: Mapping[str, Any], compression: str | None) -> pa.Buffer:
+    schema = batch.schema.with_metadata({b"rntensor": json.dumps(metadata).encode()})
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression) if compression else None
+    with pa.ipc.new_file(sink, schema, options=options) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def write_bytes_atomic(fs: Any, path: str, data: bytes | pa.Buffer) -> None:
+    """Write ``data`` to ``path`` so that readers see all of it or nothing."""
+    try:
+        if _is_local(fs):
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(memoryview(data))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            fs.pipe_file(path, bytes(memoryview(data)) if isinstance(data, pa.Buffer) else data)
+    except OSError as err:
+        raise StorageError(f"cannot write {path}: {err}; check the destination is writable and has space") from err
+
+
+def _is_local(fs: Any) -> bool:
+    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return proto in ("file", "local")
+
+
+def write_shard(
+    fs: Any,
+    root: str,
+    key: str,
+    table: Mapping[str, np.ndarray],
+    columns: Mapping[str, Mapping[str, Any]],
+    *,
+    record: dict[str, Any],
+    compression: str | None = None,
+) -> dict[str, Any]:
+    """Write one shard and its sidecar; returns the shard's manifest record.
+
+    ``record`` carries the source, entry range and statistics; rows, bytes, path and checksum
+    are added here.  The sidecar (``shards/<key>.json``) is written after the shard, so a shard
+    counts as finished only once both exist.
+    """
+    batch = table_to_batch(table, columns)
+    buf = _serialize(batch, {"format_version": FORMAT_VERSION, "key": key}, compression)
+    rel = f"{SHARDS_DIR}/{key}.arrow"
+    write_bytes_atomic(fs, f"{root}/{rel}", buf)
+    rec = dict(record)
+    rec.update(
+        path=rel,
+        key=key,
+        rows=int(batch.num_rows),
+        bytes=int(buf.size),
+        checksum="xxh64:" + xxhash.xxh64(memoryview(buf)).hexdigest(),
+    )
+    write_bytes_atomic(fs, f"{root}/{SHARDS_DIR}/{key}.json", json.dumps(rec).encode())
+    return rec
+
+
+def load_sidecars(fs: Any, root: str, keys: set[str]) -> dict[str, dict[str, Any]]:
+    """Records of finished shards among ``keys`` (both the shard and its sidecar present)."""
+    folder = f"{root}/{SHARDS_DIR}"
+    try:
+        names = {os.path.basename(p) for p in fs.ls(folder, detail=False)}
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise StorageError(f"cannot list {folder}: {err}") from err
+    found: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        if f"{key}.arrow" in names and f"{key}.json" in names:
+            try:
+                found[key] = json.loads(fs.cat_file(f"{folder}/{key}.json"))
+            except (OSError, ValueError):
+                continue  # unreadable sidecar: the shard is redone
+    return found
+
+
+def load_manifest(fs: Any, root: str) -> dict[str, Any] | None:
+    """The manifest at ``root``, or ``None`` when there is none."""
+    path = f"{root}/{MANIFEST_NAME}"
+    try:
+        text = fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise StorageError(f"cannot read {path}: {err}") from err
+    try:
+        manifest = json.loads(text)
+    except ValueError as err:
+        raise CacheError(f"manifest {path} is not valid JSON ({err}); delete it and re-run rntensor convert") from err
+    return manifest
+
+
+def write_manifest(fs: Any, root: str, manifest: Mapping[str, Any]) -> None:
+    """Write the manifest last and atomically."""
+    write_bytes_atomic(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=1, sort_keys=False).encode())

@@ -1,0 +1,298 @@
+"""Columns → tensors, one chunk at a time: selection, defines, sorting, padding, statistics.
+
+Pure functions over flat numpy buffers (see :class:`rntensor.sources.Jagged`); no I/O and no
+per-event Python.  The output of :func:`transform` is a *table*: ``dict[str, np.ndarray]`` in
+exactly the layout :mod:`rntensor.cache` stores and the loader consumes:
+
+* flat output ``name`` → ``(n, F)``
+* padded output ``name`` → ``(n, L, F)`` and ``name_mask`` → ``(n, L)`` bool
+* ragged output ``name`` → values ``(total, F)`` and ``name_offsets`` → ``(n + 1,)`` int64
+* labels → ``(n,)`` int64 (or the label's dtype), weights → ``(n,)`` float32,
+  keep columns → ``(n,)``, ``_entry`` → ``(n,)`` int64 entry numbers in the source.
+
+Padding works on offsets: one stable argsort of a combined (event, sort key) integer key,
+then a linear scatter of the kept objects into a preallocated array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rntensor.errors import SchemaError
+from rntensor.schema import ResolvedSchema
+from rntensor.schema.expr import evaluate
+from rntensor.schema.spec import OutputSpec
+from rntensor.sources import Column, Jagged
+
+__all__ = ["FieldStats", "Table", "column_layout", "merge_stats", "pad", "transform"]
+
+Table = dict[str, np.ndarray]
+
+
+@dataclass
+class FieldStats:
+    """Mergeable running statistics of one feature (count, sum, sum of squares, min, max)."""
+
+    count: int = 0
+    sum: float = 0.0
+    sumsq: float = 0.0
+    min: float = float("inf")
+    max: float = float("-inf")
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> FieldStats:
+        v = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+        if len(v) == 0:
+            return cls()
+        v64 = v.astype(np.float64, copy=False)
+        return cls(int(len(v)), float(v64.sum()), float(np.dot(v64, v64)), float(v.min()), float(v.max()))
+
+    def merge(self, other: FieldStats) -> FieldStats:
+        return FieldStats(
+            self.count + other.count,
+            self.sum + other.sum,
+            self.sumsq + other.sumsq,
+            min(self.min, other.min),
+            max(self.max, other.max),
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        n = self.count
+        mean = self.sum / n if n else 0.0
+        var = max(self.sumsq / n - mean * mean, 0.0) if n else 0.0
+        return {
+            "count": n,
+            "sum": self.sum,
+            "sumsq": self.sumsq,
+            "mean": mean,
+            "std": float(np.sqrt(var)),
+            "min": self.min if n else 0.0,
+            "max": self.max if n else 0.0,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FieldStats:
+        n = int(d.get("count", 0))
+        if not n:
+            return cls()
+        return cls(n, float(d["sum"]), float(d["sumsq"]), float(d["min"]), float(d["max"]))
+
+
+Stats = dict[str, dict[str, FieldStats]]
+
+
+def merge_stats(a: Stats, b: Stats) -> Stats:
+    """Merge two ``{output: {field: FieldStats}}`` maps."""
+    out: Stats = {k: dict(v) for k, v in a.items()}
+    for name, fields in b.items():
+        dest = out.setdefault(name, {})
+        for f, s in fields.items():
+            dest[f] = dest[f].merge(s) if f in dest else s
+    return out
+
+
+def _sortable_u32(key: np.ndarray) -> np.ndarray:
+    """Map float keys to uint32 whose unsigned order is the float order (NaN last)."""
+    k = np.nan_to_num(key.astype(np.float32, copy=False), nan=np.inf)
+    bits = k.view(np.uint32)
+    neg = (bits >> np.uint32(31)).astype(bool)
+    return np.where(neg, ~bits, bits | np.uint32(0x80000000))
+
+
+def pad(
+    offsets: np.ndarray,
+    contents: list[np.ndarray],
+    *,
+    length: int,
+    sort_key: np.ndarray | None = None,
+    pad_value: float = 0.0,
+    dtype: str | np.dtype = "float32",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pad or clip objects of one collection to ``length`` per event.
+
+    Args:
+        offsets: ``(N + 1,)`` offsets shared by every content array.
+        contents: one flat array per feature.
+        length: objects kept per event.
+        sort_key: flat key; objects are ordered by it (ascending, stable) before clipping.
+        pad_value: value of empty slots.
+        dtype: output dtype.
+
+    Returns:
+        ``(values (N, L, F), mask (N, L) bool, kept)`` where ``kept`` indexes the flat
+        contents of the objects that made it in (for statistics).
+    """
+    n = len(offsets) - 1
+    nf = len(contents)
+    counts = np.diff(offsets)
+    total = int(offsets[-1])
+    starts = np.repeat(offsets[:-1], counts)
+    local = np.arange(total, dtype=np.int64) - starts
+    if sort_key is not None and total:
+        parents = np.repeat(np.arange(n, dtype=np.uint64), counts)
+        combined = (parents << np.uint64(32)) | _sortable_u32(sort_key).astype(np.uint64)
+        order = np.argsort(combined, kind="stable")
+    else:
+        order = None
+    keep = local < length
+    dest = np.repeat(np.arange(n, dtype=np.int64) * length, counts) + local
+    dest = dest[keep]
+    src = order[keep] if order is not None else np.flatnonzero(keep)
+    out = np.full((n * length, nf), pad_value, dtype=dtype)
+    for j, c in enumerate(contents):
+        out[dest, j] = c[src]
+    mask = np.zeros(n * length, dtype=bool)
+    mask[dest] = True
+    return out.reshape(n, length, nf), mask.reshape(n, length), src
+
+
+def _per_event(col: Column, what: str) -> np.ndarray:
+    if isinstance(col, Jagged):
+        raise SchemaError(f"{what} must give one value per event, got a jagged value")
+    return col
+
+
+def column_layout(schema: ResolvedSchema) -> dict[str, dict[str, Any]]:
+    """The manifest's ``columns`` section for a resolved schema (see cache/FORMAT.md)."""
+    cols: dict[str, dict[str, Any]] = {}
+    for o in schema.schema.outputs:
+        f = len(o.fields)
+        base = {"dtype": o.dtype, "fields": list(o.fields), "normalize": o.normalize}
+        if o.kind == "padded":
+            assert o.length is not None
+            cols[o.name] = {"kind": "padded", "shape": [o.length, f], **base}
+            cols[f"{o.name}_mask"] = {"kind": "mask", "shape": [o.length], "dtype": "bool", "of": o.name}
+        elif o.kind == "ragged":
+            cols[o.name] = {"kind": "ragged", "shape": [f], **base}
+        else:
+            cols[o.name] = {"kind": "flat", "shape": [f], **base}
+    for lb in schema.schema.labels:
+        cols[lb.name] = {"kind": "label", "shape": [], "dtype": lb.dtype, "classes": lb.classes, "field": lb.field}
+    if schema.schema.weights:
+        cols["weight"] = {"kind": "weight", "shape": [], "dtype": "float32", "field": schema.schema.weights}
+    for k in schema.schema.keep:
+        cols[k] = {"kind": "keep", "shape": [], "dtype": schema.field_dtype(k)}
+    cols["_entry"] = {"kind": "entry", "shape": [], "dtype": "int64"}
+    return cols
+
+
+def transform(
+    schema: ResolvedSchema,
+    columns: Mapping[str, Column],
+    *,
+    entry_start: int,
+    n_entries: int,
+    with_stats: bool = True,
+) -> tuple[Table, Stats]:
+    """Turn one chunk of source columns into a table (and its statistics).
+
+    Args:
+        schema: the schema resolved against the source's fields.
+        columns: every field of ``schema.input_fields`` for the chunk.
+        entry_start: entry number of the chunk's first event in its source.
+        n_entries: number of events in the chunk.
+        with_stats: also compute per-field statistics of every output.
+    """
+    env: dict[str, Column] = dict(columns)
+    entry = np.arange(entry_start, entry_start + n_entries, dtype=np.int64)
+    spec = schema.schema
+    if schema.selection is not None:
+        sel = _per_event(evaluate(schema.selection, env, n_entries), "selection")
+        sel = np.asarray(sel, dtype=bool)
+        if not sel.all():
+            idx = np.flatnonzero(sel)
+            env = {k: (v.take_events(idx) if isinstance(v, Jagged) else v[idx]) for k, v in env.items()}
+            entry = entry[idx]
+    n = len(entry)
+    for name in schema.defines_order:
+        env[name] = evaluate(schema.defines[name], env, n)
+
+    table: Table = {}
+    stats: Stats = {}
+    for o in spec.outputs:
+        _output(o, schema, env, n, table, stats, with_stats)
+    for lb in spec.labels:
+        v = _per_event(env[lb.field], f"label {lb.name!r}")
+        table[lb.name] = np.asarray(v).astype(lb.dtype, copy=False)
+        if lb.classes is not None and n:
+            lo, hi = table[lb.name].min(), table[lb.name].max()
+            if lo < 0 or hi >= lb.classes:
+                bad = lo if lo < 0 else hi
+                raise SchemaError(
+                    f"label {lb.name!r} (field {lb.field!r}) has value {bad}, outside the "
+                    f"{lb.classes} classes [0, {lb.classes}); fix 'classes' or the field"
+                )
+    if spec.weights:
+        w = _per_event(env[spec.weights], "weights")
+        table["weight"] = np.asarray(w, dtype=np.float32)
+    for k in spec.keep:
+        table[k] = np.asarray(_per_event(env[k], f"keep column {k!r}"))
+    table["_entry"] = entry
+    return table, stats
+
+
+def _output(
+    o: OutputSpec,
+    schema: ResolvedSchema,
+    env: Mapping[str, Column],
+    n: int,
+    table: Table,
+    stats: Stats,
+    with_stats: bool,
+) -> None:
+    cols = [env[f] for f in o.fields]
+    if o.kind == "flat":
+        arr = np.empty((n, len(cols)), dtype=o.dtype)
+        for j, c in enumerate(cols):
+            arr[:, j] = _per_event(c, f"output {o.name!r}")
+        table[o.name] = arr
+        if with_stats:
+            stats[o.name] = {f: FieldStats.of(arr[:, j]) for j, f in enumerate(o.fields)}
+        return
+    jag = [c for c in cols if isinstance(c, Jagged)]
+    if not jag:
+        raise SchemaError(f"output {o.name!r} has no jagged field; make it a flat output")
+    offsets = jag[0].offsets
+    contents = []
+    for f, c in zip(o.fields, cols):
+        if isinstance(c, Jagged):
+            if c.offsets is not offsets and not np.array_equal(c.offsets, offsets):
+                raise SchemaError(
+                    f"output {o.name!r}: field {f!r} has a different number of objects per event "
+                    f"than {o.fields[0]!r}; put fields of one collection in one output"
+                )
+            contents.append(c.content)
+        else:  # per-event value broadcast to every object
+            contents.append(np.repeat(c, np.diff(offsets)))
+    key = None
+    sort_expr = schema.sort_keys.get(o.name)
+    if sort_expr is not None:
+        k = evaluate(sort_expr, env, n)
+        key = k.content if isinstance(k, Jagged) else np.repeat(k, np.diff(offsets))
+    if o.kind == "padded":
+        assert o.length is not None
+        values, mask, kept = pad(
+            offsets, contents, length=o.length, sort_key=key, pad_value=o.pad_value, dtype=o.dtype
+        )
+        table[o.name] = values
+        table[f"{o.name}_mask"] = mask
+        if with_stats:
+            stats[o.name] = {f: FieldStats.of(c[kept]) for f, c in zip(o.fields, contents)}
+        return
+    # ragged
+    order = np.argsort(
+        (np.repeat(np.arange(n, dtype=np.uint64), np.diff(offsets)) << np.uint64(32))
+        | _sortable_u32(key).astype(np.uint64),
+        kind="stable",
+    ) if key is not None and len(key) else None
+    values = np.empty((int(offsets[-1]), len(contents)), dtype=o.dtype)
+    for j, c in enumerate(contents):
+        values[:, j] = c if order is None else c[order]
+    table[o.name] = values
+    table[f"{o.name}_offsets"] = np.asarray(offsets, dtype=np.int64)
+    if with_stats:
+        stats[o.name] = {f: FieldStats.of(values[:, j]) for j, f in enumerate(o.fields)}
