@@ -71,10 +71,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema_init(args: argparse.Namespace) -> int:
-    from rntensor.schema.init import starter_schema_yaml
+    from rntensor.schema.init import starter_yaml
     from rntensor.sources import open_source
 
-    text = starter_schema_yaml(open_source(args.file, storage_options=_storage_options(args.storage_options)))
+    text = starter_yaml(open_source(args.file, storage_options=_storage_options(args.storage_options)))
     if args.output and args.output != "-":
         if os.path.exists(args.output) and not args.force:
             return _usage(f"{args.output} exists; pass --force to overwrite it")

@@ -318,7 +318,7 @@ def _manifest(schema: ResolvedSchema, records: list[dict[str, Any]], failures: l
     for r in records:
         part = {o: {f: FieldStats.from_dict(d) for f, d in fs_.items()} for o, fs_ in r.get("stats", {}).items()}
         stats = merge_stats(stats, part)
-    shards = [{k: v for k, v in r.items() if k not in ("stats", "seconds")} for r in records]
+    shards = [{k: v for k, v in r.items() if k != "seconds"} for r in records]
     return {
         "format_version": FORMAT_VERSION,
         "created_by": f"rntensor {__version__}",

@@ -197,19 +197,17 @@ def transform(
         n_entries: number of events in the chunk.
         with_stats: also compute per-field statistics of every output.
     """
-    env: dict[str, Column] = dict(columns)
     entry = np.arange(entry_start, entry_start + n_entries, dtype=np.int64)
     spec = schema.schema
+    env = schema.evaluate_defines(columns, n_entries, names=schema.selection_defines)
     if schema.selection is not None:
-        sel = _per_event(evaluate(schema.selection, env, n_entries), "selection")
-        sel = np.asarray(sel, dtype=bool)
+        sel = np.asarray(_per_event(evaluate(schema.selection, env, n_entries), "selection"), dtype=bool)
         if not sel.all():
             idx = np.flatnonzero(sel)
             env = {k: (v.take_events(idx) if isinstance(v, Jagged) else v[idx]) for k, v in env.items()}
             entry = entry[idx]
     n = len(entry)
-    for name in schema.defines_order:
-        env[name] = evaluate(schema.defines[name], env, n)
+    env = schema.evaluate_defines(env, n)
 
     table: Table = {}
     stats: Stats = {}
