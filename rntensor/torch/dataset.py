@@ -1,0 +1,326 @@
+"""``CacheDataset``: one rank's batches of a converted cache, as a torch ``IterableDataset``.
+
+The dataset yields whole batches (``dict[str, torch.Tensor]``; ragged columns as values +
+``<name>_offsets``), so the torch DataLoader runs with ``batch_size=None``.  The order of an
+epoch is fixed per rank by :mod:`rntensor.torch.plan`; DataLoader worker ``w`` of ``n``
+assembles batches ``start + w, start + w + n, …`` and torch hands them back round-robin, which is
+that same order, whatever ``n`` is.  Batches before ``start`` (a resume) and other workers'
+batches cost index arithmetic only: their shards are never decoded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from rntensor.cache.read import CacheReader, open_cache
+from rntensor.errors import CacheError
+from rntensor.torch.collate import Part, gather, resolve_outputs
+from rntensor.torch.plan import (
+    SPLITS,
+    EvenSplit,
+    RankPlan,
+    batch_positions,
+    canonical_order,
+    epoch_rng,
+    split_mask,
+)
+
+__all__ = ["CacheDataset", "check_common", "parts_of_batch", "to_tensors"]
+
+_BUFFER = 3  # plan's generator purpose for the shuffle buffer
+
+
+def check_common(
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle_buffer: int,
+    split: str | None,
+    fractions: Sequence[float],
+    rank: int,
+    world_size: int,
+    even_split: bool | str | None,
+) -> EvenSplit:
+    """Validate the arguments shared by the datasets; returns the normalized ``even_split``."""
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("seed", seed, 0),
+        ("shuffle_buffer", shuffle_buffer, 0),
+        ("world_size", world_size, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if (
+        isinstance(rank, bool)
+        or not isinstance(rank, (int, np.integer))
+        or not 0 <= rank < world_size
+    ):
+        raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.shape != (len(SPLITS),) or (f < 0).any() or abs(f.sum() - 1.0) > 1e-6:
+        raise ValueError(
+            f"fractions must be {len(SPLITS)} non-negative numbers (train, val, test) summing "
+            f"to 1, got {tuple(fractions)!r}"
+        )
+    if even_split is True:
+        return "drop"
+    if even_split is False or even_split is None:
+        return None
+    if even_split in ("drop", "repeat"):
+        return even_split  # type: ignore[return-value]
+    raise ValueError(f"even_split must be False, True, 'drop' or 'repeat', got {even_split!r}")
+
+
+def rank_rows(total: int, rank: int, world_size: int, even_split: EvenSplit) -> int:
+    """How many rows rank ``rank`` reads per epoch (see :mod:`rntensor.torch.plan`)."""
+    if even_split == "drop":
+        return total // world_size
+    if even_split == "repeat":
+        return -(-total // world_size) if total else 0
+    return (rank + 1) * total // world_size - rank * total // world_size
+
+
+def num_batches(rows: int, batch_size: int, drop_last: bool) -> int:
+    return rows // batch_size if drop_last else -(-rows // batch_size)
+
+
+def parts_of_batch(pos: np.ndarray, starts: np.ndarray, part_for: Any) -> list[Part]:
+    """Cut a batch's stream positions into one :class:`Part` per segment they fall in.
+
+    ``part_for(k, local)`` returns the Part of segment ``k`` for local indices ``local``.
+    """
+    seg = np.searchsorted(starts, pos, side="right") - 1
+    if seg[0] == seg[-1] and (len(seg) < 3 or seg.min() == seg.max()):
+        k = int(seg[0])
+        return [part_for(k, pos - starts[k], None)]
+    order = np.argsort(seg, kind="stable")
+    sorted_seg = seg[order]
+    cuts = np.flatnonzero(np.diff(sorted_seg)) + 1
+    parts = []
+    for ix in np.split(order, cuts):
+        k = int(seg[ix[0]])
+        parts.append(part_for(k, pos[ix] - starts[k], ix))
+    return parts
+
+
+def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+@dataclass
+class _Open:
+    arrays: dict[str, np.ndarray]
+    rows: np.ndarray | None  # ordered split rows of the shard; None: identity
+
+
+class CacheDataset(IterableDataset):
+    """One rank's batches of a converted cache.  Usually built by :class:`DataLoader`.
+
+    Args:
+        cache: a cache folder / URL or an open :class:`~rntensor.cache.read.CacheReader`.
+        batch_size: events per batch.
+        shuffle: permute shard order and rows per epoch and run the shuffle buffer.
+        seed: with the epoch, determines the order (for a given world size).
+        shuffle_buffer: how far, in events, the buffer may move an event (0: off).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None`` (every row).
+        fractions: sizes of train, val and test.
+        rank, world_size: this process's share (see :mod:`rntensor.torch.plan`).
+        even_split: ``"drop"`` (or ``True``) / ``"repeat"``: every rank gets the same number of
+            rows (and so batches); DDP needs it.
+        drop_last: drop the last, incomplete batch of the rank.
+        columns: columns to yield (default: every model column; masks come with their output).
+        keep: also yield the ``keep`` columns, ``_entry`` and ``_shard`` (shard index).
+        normalize: apply the manifest statistics to ``normalize: standard`` outputs.
+        prefetch_shards: shards fetched ahead in the background.
+        **open_options: for :func:`~rntensor.cache.read.open_cache` when ``cache`` is a path.
+    """
+
+    def __init__(
+        self,
+        cache: str | os.PathLike[str] | CacheReader,
+        *,
+        batch_size: int = 1024,
+        shuffle: bool = False,
+        seed: int = 0,
+        shuffle_buffer: int = 65536,
+        split: str | None = None,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        rank: int = 0,
+        world_size: int = 1,
+        even_split: bool | str | None = False,
+        drop_last: bool = False,
+        columns: Sequence[str] | None = None,
+        keep: bool = False,
+        normalize: bool = True,
+        prefetch_shards: int = 2,
+        **open_options: Any,
+    ) -> None:
+        super().__init__()
+        self.even_split = check_common(
+            batch_size=batch_size,
+            seed=seed,
+            shuffle_buffer=shuffle_buffer,
+            split=split,
+            fractions=fractions,
+            rank=rank,
+            world_size=world_size,
+            even_split=even_split,
+        )
+        self.reader = cache if isinstance(cache, CacheReader) else open_cache(cache, **open_options)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.shuffle_buffer = int(shuffle_buffer) if shuffle else 0
+        self.split = split
+        self.fractions = tuple(float(f) for f in fractions)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.drop_last = bool(drop_last)
+        self.prefetch_shards = int(prefetch_shards)
+        self.epoch = 0
+        self.start_batch = 0
+        meta = self.reader.columns
+        self.outputs = resolve_outputs(
+            meta,
+            stats=self.reader.stats,
+            schema=self.reader.schema,
+            columns=columns,
+            keep=keep,
+            normalize=normalize,
+            where=f"cache {self.reader.path!r}",
+        )
+        read = [o.name for o in self.outputs if o.kind != "shard"]
+        if split is not None:
+            if "_entry" not in meta:
+                raise CacheError(
+                    f"cache {self.reader.path!r} has no '_entry' column, needed for "
+                    f"split={split!r}; re-run `rntensor convert`, or pass split=None"
+                )
+            read.append("_entry")
+        self._read = list(dict.fromkeys(read))
+        self.counts = self._count_rows()
+        self.canonical = canonical_order(self.reader.shards)
+
+    def _count_rows(self) -> np.ndarray:
+        shards = self.reader.shards
+        if self.split is None:
+            return np.array([int(s["rows"]) for s in shards], dtype=np.int64)
+        counts = np.empty(len(shards), dtype=np.int64)
+        for i in range(len(shards)):
+            mask = split_mask(
+                self._source_name(i),
+                self.reader.peek_column(i, "_entry"),
+                self.split,
+                self.fractions,
+            )
+            counts[i] = int(np.count_nonzero(mask))
+        return counts
+
+    def _source_name(self, i: int) -> str:
+        src = self.reader.shards[i].get("source") or {}
+        return str(src.get("name") or os.path.basename(str(src.get("url", ""))))
+
+    # -- sizes ------------------------------------------------------------------------
+    @property
+    def num_rows(self) -> int:
+        """Rows this rank reads per epoch."""
+        return rank_rows(int(self.counts.sum()), self.rank, self.world_size, self.even_split)
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        return num_batches(self.num_rows, self.batch_size, self.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def plan(self, epoch: int | None = None) -> RankPlan:
+        return RankPlan.build(
+            self.counts,
+            self.canonical,
+            rank=self.rank,
+            world_size=self.world_size,
+            seed=self.seed,
+            epoch=self.epoch if epoch is None else epoch,
+            shuffle=self.shuffle,
+            even_split=self.even_split,
+        )
+
+    # -- iteration ----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for batch in self.iter_numpy(worker, workers):
+            yield to_tensors(batch)
+
+    def iter_numpy(self, worker: int = 0, workers: int = 1) -> Iterator[dict[str, np.ndarray]]:
+        """The numpy batches of worker ``worker`` of ``workers`` (from ``start_batch``)."""
+        plan = self.plan()
+        rng = None
+        if self.shuffle_buffer > 0:
+            rng = epoch_rng(self.seed, self.epoch, _BUFFER, self.rank, self.world_size)
+        opened: dict[int, _Open] = {}
+        start = self.start_batch
+        for b, pos, low in batch_positions(
+            plan.num_rows,
+            self.batch_size,
+            drop_last=self.drop_last,
+            buffer=self.shuffle_buffer,
+            rng=rng,
+        ):
+            if b >= start and (b - start) % workers == worker:
+                parts = parts_of_batch(
+                    pos, plan.start, lambda k, local, ix: self._part(plan, opened, k, local, ix)
+                )
+                yield gather(self.outputs, parts, len(pos))
+            for k in [k for k in opened if plan.start[k + 1] <= low]:
+                del opened[k]  # wholly behind the shuffle window: release the shard
+
+    def _part(
+        self,
+        plan: RankPlan,
+        opened: dict[int, _Open],
+        k: int,
+        local: np.ndarray,
+        index: np.ndarray | None,
+    ) -> Part:
+        o = opened.get(k)
+        shard = int(plan.shard[k])
+        if o is None:
+            o = opened[k] = self._open(plan, shard)
+            ahead = plan.shard[k + 1 : k + 1 + self.prefetch_shards]
+            if len(ahead):
+                self.reader.prefetch(int(s) for s in ahead)
+        local = local + plan.lo[k]
+        rows = local if o.rows is None else o.rows[local]
+        return Part(o.arrays, rows, index, shard)
+
+    def _open(self, plan: RankPlan, shard: int) -> _Open:
+        arrays = self.reader.read_shard(shard, self._read)
+        rows = None
+        if self.split is not None:
+            mask = split_mask(
+                self._source_name(shard), arrays["_entry"], self.split, self.fractions
+            )
+            rows = None if mask is None else np.flatnonzero(mask)
+        count = len(arrays["_entry"]) if rows is None and "_entry" in arrays else None
+        expected = int(self.counts[shard])
+        n = len(rows) if rows is not None else (count if count is not None else expected)
+        if n != expected:
+            raise CacheError(
+                f"shard holds {n} rows of split {self.split!r}, {expected} when the loader "
+                "started: the cache changed under the loader; restart it",
+                context=self.reader.shard_context(shard),
+            )
+        perm = plan.row_permutation(shard, expected)
+        if perm is not None:
+            rows = perm if rows is None else rows[perm]
+        return _Open(arrays, rows)

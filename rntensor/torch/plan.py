@@ -1,0 +1,291 @@
+"""Which events a rank reads, in which order: splits, rank partition, shuffle.  Numpy only.
+
+The order of one epoch is defined for a rank, independently of the DataLoader workers:
+
+1. **Split.** Row ``(source name, _entry)`` belongs to the split whose interval of ``fractions``
+   holds ``u = splitmix64((crc32(name) << 32) ^ entry) / 2**64``: stable across runs, shard
+   layouts and input order.
+2. **Global stream.** Shards are taken in a per-epoch permutation of their canonical order
+   (sorted by source name, entry range, key; not the manifest order), and the split rows of each
+   shard in a per-(epoch, shard) permutation.  Without ``shuffle`` both are the identity and the
+   manifest order is used.
+3. **Rank partition.** Rank ``r`` of ``W`` gets the contiguous slice ``[r N / W, (r+1) N / W)`` of
+   the global stream (``N`` split rows): ranks read disjoint shards except at the boundaries.
+   ``even_split="drop"`` gives every rank ``N // W`` rows (the last ``N % W`` rows of the
+   permuted stream are skipped this epoch); ``"repeat"`` gives every rank ``ceil(N / W)`` rows,
+   wrapping around to the start of the stream (a few rows are seen twice).
+4. **Shuffle buffer.** The rank stream position ``i`` gets the key ``i + buffer * u_i`` with
+   ``u_i`` the ``i``-th double of a (seed, epoch, rank) generator, and events are emitted in key
+   order (a streaming "jitter sort"): an event moves at most ``buffer`` places, so only the
+   shards under a window of ``buffer`` events are ever open.
+5. **Batches.** Batch ``b`` is positions ``[b B, (b+1) B)`` of that order.  Workers take batches
+   round-robin; the order never depends on the number of workers.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "SPLITS",
+    "RankPlan",
+    "BatchCutter",
+    "WindowShuffle",
+    "batch_positions",
+    "canonical_order",
+    "epoch_rng",
+    "row_uniform",
+    "split_mask",
+]
+
+SPLITS = ("train", "val", "test")
+EvenSplit = Literal["drop", "repeat"] | None
+
+# generator purposes, mixed into the seed so that streams are independent
+_SHARD_ORDER, _ROW_ORDER, _BUFFER = 1, 2, 3
+
+
+def epoch_rng(seed: int, epoch: int, purpose: int, *extra: int) -> np.random.Generator:
+    """A generator determined by (seed, epoch, purpose, extra); platform independent."""
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([seed, epoch, purpose, *extra]))
+    )
+
+
+def row_uniform(name: str, entries: np.ndarray) -> np.ndarray:
+    """``splitmix64((crc32(name) << 32) ^ entry)`` mapped to ``[0, 1)``, vectorized."""
+    x = np.uint64(zlib.crc32(name.encode()) << 32) ^ np.asarray(entries).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def split_bounds(split: str, fractions: Sequence[float]) -> tuple[float, float]:
+    """The ``[lo, hi)`` interval of ``split``; the last split extends past 1."""
+    i = SPLITS.index(split)
+    edges = np.concatenate([[0.0], np.cumsum(fractions)])
+    hi = float(edges[i + 1]) if i + 1 < len(SPLITS) else 2.0
+    return float(edges[i]), hi
+
+
+def split_mask(
+    name: str, entries: np.ndarray, split: str | None, fractions: Sequence[float]
+) -> np.ndarray | None:
+    """Which rows of one source belong to ``split`` (``None``: all of them)."""
+    if split is None:
+        return None
+    lo, hi = split_bounds(split, fractions)
+    u = row_uniform(name, entries)
+    return (u >= lo) & (u < hi)
+
+
+def canonical_order(shards: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Shard indices sorted by (source name, entry_start, entry_stop, key)."""
+
+    def key(i: int) -> tuple[Any, ...]:
+        s = shards[i]
+        src = s.get("source") or {}
+        return (
+            str(src.get("name", "")),
+            int(s.get("entry_start", 0)),
+            int(s.get("entry_stop", 0)),
+            str(s.get("key", s.get("path", ""))),
+        )
+
+    return np.array(sorted(range(len(shards)), key=key), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """One rank's stream for one epoch: segments of shards' ordered split rows.
+
+    Segment ``k`` holds positions ``[start[k], start[k+1])`` of the rank stream, which are rows
+    ``lo[k] + j`` of shard ``shard[k]``'s ordered split rows.
+    """
+
+    shard: np.ndarray
+    lo: np.ndarray
+    start: np.ndarray  # len(shard) + 1 boundaries
+    shard_rank: np.ndarray  # canonical rank of every shard: seeds its row permutation
+    seed: int
+    epoch: int
+    shuffle: bool
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.start[-1])
+
+    @classmethod
+    def build(
+        cls,
+        counts: np.ndarray,
+        canonical: np.ndarray,
+        *,
+        rank: int,
+        world_size: int,
+        seed: int,
+        epoch: int,
+        shuffle: bool,
+        even_split: EvenSplit,
+    ) -> RankPlan:
+        counts = np.asarray(counts, dtype=np.int64)
+        shard_rank = np.empty(len(counts), dtype=np.int64)
+        shard_rank[canonical] = np.arange(len(counts))
+        if shuffle:
+            order = canonical[epoch_rng(seed, epoch, _SHARD_ORDER).permutation(len(canonical))]
+        else:
+            order = np.arange(len(counts), dtype=np.int64)
+        order = order[counts[order] > 0]
+        edges = np.concatenate([[0], np.cumsum(counts[order])])
+        n = int(edges[-1])
+        if even_split == "drop":
+            a, b = rank * (n // world_size), (rank + 1) * (n // world_size)
+        elif even_split == "repeat":
+            m = -(-n // world_size)
+            a, b = rank * m, (rank + 1) * m
+        else:
+            a, b = rank * n // world_size, (rank + 1) * n // world_size
+        shards, los, lens = [], [], []
+        while b > a and n > 0:  # pieces of [a, b) over the stream repeated end to end
+            base = (a // n) * n
+            pa_, pb = a - base, min(b - base, n)
+            k0 = int(np.searchsorted(edges, pa_, side="right")) - 1
+            k1 = int(np.searchsorted(edges, pb, side="left"))
+            for k in range(k0, k1):
+                lo = max(pa_, int(edges[k])) - int(edges[k])
+                hi = min(pb, int(edges[k + 1])) - int(edges[k])
+                if hi > lo:
+                    shards.append(int(order[k]))
+                    los.append(lo)
+                    lens.append(hi - lo)
+            a = base + pb
+        start = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)]).astype(np.int64)
+        return cls(
+            shard=np.array(shards, dtype=np.int64),
+            lo=np.array(los, dtype=np.int64),
+            start=start,
+            shard_rank=shard_rank,
+            seed=seed,
+            epoch=epoch,
+            shuffle=shuffle,
+        )
+
+    def row_permutation(self, shard: int, count: int) -> np.ndarray | None:
+        """The order of shard ``shard``'s ``count`` split rows this epoch (``None``: identity)."""
+        if not self.shuffle:
+            return None
+        rng = epoch_rng(self.seed, self.epoch, _ROW_ORDER, int(self.shard_rank[shard]))
+        return rng.permutation(count)
+
+
+class WindowShuffle:
+    """Streaming jitter sort: position ``i`` gets key ``i + buffer * u_i``; emit in key order.
+
+    Args:
+        buffer: how far (in events) an event may move; 0 keeps the order.
+        rng: the source of the ``u_i`` (consumed in position order, so the output does not
+            depend on how positions are pushed).
+    """
+
+    def __init__(self, buffer: int, rng: np.random.Generator | None) -> None:
+        self.buffer = buffer
+        self.rng = rng
+        self.pushed = 0
+        self._keys = np.empty(0, dtype=np.float64)
+        self._pos = np.empty(0, dtype=np.int64)
+
+    @property
+    def low_water(self) -> int:
+        """The smallest position not yet emitted."""
+        return int(self._pos.min()) if len(self._pos) else self.pushed
+
+    def push(self, count: int) -> np.ndarray:
+        """Add the next ``count`` positions; return the positions now final, in order."""
+        pos = np.arange(self.pushed, self.pushed + count, dtype=np.int64)
+        self.pushed += count
+        if self.buffer <= 0 or self.rng is None:
+            return pos
+        keys = pos + self.buffer * self.rng.random(count)
+        keys = np.concatenate([self._keys, keys])
+        pos = np.concatenate([self._pos, pos])
+        ready = keys < self.pushed  # every later key is >= self.pushed
+        out_keys, out_pos = keys[ready], pos[ready]
+        self._keys, self._pos = keys[~ready], pos[~ready]
+        return out_pos[np.argsort(out_keys, kind="stable")]
+
+    def flush(self) -> np.ndarray:
+        """Emit whatever is left, in order."""
+        out = self._pos[np.argsort(self._keys, kind="stable")]
+        self._keys, self._pos = self._keys[:0], self._pos[:0]
+        return out
+
+
+class BatchCutter:
+    """Cut a stream of positions, shuffled by a :class:`WindowShuffle`, into batches.
+
+    ``feed(count)`` adds the next ``count`` stream positions and yields the batches now complete;
+    ``finish()`` yields the rest.  Every batch comes as ``(index, positions, low water)``: ``low
+    water`` is the smallest position any later batch can hold, so tables wholly before it can be
+    released.  Only index arithmetic: skipping batches decodes nothing.
+    """
+
+    def __init__(
+        self, batch_size: int, *, drop_last: bool, buffer: int, rng: np.random.Generator | None
+    ) -> None:
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.shuffle = WindowShuffle(buffer if rng is not None else 0, rng)
+        self.batches = 0
+        self._pending = np.empty(0, dtype=np.int64)
+
+    def feed(self, count: int) -> Iterator[tuple[int, np.ndarray, int]]:
+        return self._cut(self.shuffle.push(count), final=False)
+
+    def finish(self) -> Iterator[tuple[int, np.ndarray, int]]:
+        return self._cut(self.shuffle.flush(), final=True)
+
+    def _cut(self, fresh: np.ndarray, *, final: bool) -> Iterator[tuple[int, np.ndarray, int]]:
+        pending = np.concatenate([self._pending, fresh]) if len(self._pending) else fresh
+        bs = self.batch_size
+        k = len(pending) // bs
+        if final and not self.drop_last and len(pending) % bs:
+            k += 1
+        self._pending = pending[k * bs :] if not final else pending[:0]
+        first, self.batches = self.batches, self.batches + k
+        return self._emit(pending, k, first, self.shuffle.low_water)
+
+    def _emit(
+        self, pending: np.ndarray, k: int, first: int, water: int
+    ) -> Iterator[tuple[int, np.ndarray, int]]:
+        if k == 0:
+            return
+        bs = self.batch_size
+        suffix = np.minimum.accumulate(pending[::-1])[::-1]
+        for j in range(k):
+            cut = (j + 1) * bs
+            low = min(int(suffix[cut]), water) if cut < len(pending) else water
+            yield first + j, pending[j * bs : cut], low
+
+
+def batch_positions(
+    num_rows: int,
+    batch_size: int,
+    *,
+    drop_last: bool,
+    buffer: int,
+    rng: np.random.Generator | None,
+) -> Iterator[tuple[int, np.ndarray, int]]:
+    """Every batch of a stream of ``num_rows`` positions, see :class:`BatchCutter`."""
+    cutter = BatchCutter(batch_size, drop_last=drop_last, buffer=buffer, rng=rng)
+    chunk = max(buffer, batch_size, 4096)
+    for start in range(0, num_rows, chunk):
+        yield from cutter.feed(min(chunk, num_rows - start))
+    yield from cutter.finish()
