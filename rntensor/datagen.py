@@ -41,8 +41,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -73,6 +73,12 @@ def _round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
     drop = 23 - bits
     rounded = (x + np.uint32(1 << (drop - 1))) & np.uint32((0xFFFFFFFF << drop) & 0xFFFFFFFF)
     return rounded.view(np.float32)
+
+
+def _phi(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
+    """Uniform angles in [-pi, pi], still inside after rounding the mantissa."""
+    pi = np.float32(np.pi)
+    return np.clip(_round_mantissa(rng.uniform(-np.pi, np.pi, n), bits), -pi, pi)
 
 
 def _sort_desc_within(values: np.ndarray, parents: np.ndarray) -> np.ndarray:
@@ -127,7 +133,7 @@ def _chunk(
     jets = {
         "pt": pt,
         "eta": q(np.clip(rng().normal(0.0, np.where(jet_signal, 1.3, 1.8)), -4.7, 4.7), 12),
-        "phi": q(rng().uniform(-np.pi, np.pi, n_jets), 12),
+        "phi": _phi(rng(), n_jets, 12),
         "mass": q(pt * rng().uniform(0.04, 0.25, n_jets), 10),
         "btag": q(np.where(is_b, b_like, light_like), 10),
     }
@@ -147,12 +153,15 @@ def _chunk(
     sum_pt = np.bincount(jet_parent, weights=pt, minlength=n)
     flat.update(
         MET_pt=q(met, 12),
-        MET_phi=q(rng().uniform(-np.pi, np.pi, n), 12),
+        MET_phi=_phi(rng(), n, 12),
         label=label,
         weight=rng().lognormal(0.0, 0.2, n).astype(np.float32),
         passTrigger=(met + 0.5 * sum_pt + rng().normal(0.0, 20.0, n)) > 80.0,
     )
-    coll = {"Jet": (n_jet, jets), "Muon": (n_mu, muons)}
+    coll: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {
+        "Jet": (np.asarray(n_jet), jets),
+        "Muon": (np.asarray(n_mu), muons),
+    }
 
     if records:
         n_tr = rng().poisson(3.0, n).astype(np.int32)
@@ -164,7 +173,7 @@ def _chunk(
         tracks = {
             "pt": q(0.5 + rng().exponential(5.0, n_trs), 10),
             "eta": q(rng().uniform(-2.5, 2.5, n_trs), 10),
-            "phi": q(rng().uniform(-np.pi, np.pi, n_trs), 10),
+            "phi": _phi(rng(), n_trs, 10),
         }
         coll["Track"] = (n_tr, tracks)
     return flat, coll
@@ -174,7 +183,7 @@ def _drop_first(flat: dict[str, np.ndarray], coll: dict[str, Any], k: int) -> tu
     """The events after the first ``k``."""
     if k == 0:
         return flat, coll
-    out = {}
+    out: dict[str, Any] = {}
     for name, (counts, leaves) in coll.items():
         skip = int(np.sum(counts[:k]))
         out[name] = (counts[k:], {leaf: v[skip:] for leaf, v in leaves.items()})
@@ -255,7 +264,11 @@ def _compression(compression: str | None, level: int | None) -> Any:
 
 
 def _validate(
-    n_events: int, fmt: str, compression: str | None, level: int | None, cluster_entries: int,
+    n_events: int,
+    fmt: str,
+    compression: str | None,
+    level: int | None,
+    cluster_entries: int,
     records: bool,
 ) -> None:
     if not isinstance(n_events, (int, np.integer)) or n_events < 0:
@@ -305,8 +318,11 @@ def generate(
     import uproot
 
     _validate(n_events, fmt, compression, level, cluster_entries, records)
+    if not isinstance(first_event, (int, np.integer)) or first_event < 0:
+        raise ValueError(f"first_event must be an integer >= 0, got {first_event!r}")
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
     def build(start: int, stop: int) -> Any:
         block = start // cluster_entries * cluster_entries
         flat, coll = _chunk(block, stop - block, seed=seed, records=records)
@@ -371,8 +387,16 @@ def generate_dataset(
     for i, size in enumerate(_split(n_events, n_files)):
         path = os.path.join(folder, f"{prefix}-{i:05d}.root")
         generate(
-            path, n_events=size, fmt=fmt, compression=compression, level=level, seed=seed,
-            cluster_entries=cluster_entries, records=records, tree=tree, first_event=first,
+            path,
+            n_events=size,
+            fmt=fmt,
+            compression=compression,
+            level=level,
+            seed=seed,
+            cluster_entries=cluster_entries,
+            records=records,
+            tree=tree,
+            first_event=first,
         )
         paths.append(path)
         first += size
@@ -398,10 +422,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tree", default="Events")
     args = p.parse_args(argv)
     kwargs: dict[str, Any] = dict(
-        n_events=args.events, fmt=args.format,
+        n_events=args.events,
+        fmt=args.format,
         compression=None if args.compression == "none" else args.compression,
-        level=args.level, seed=args.seed, cluster_entries=args.cluster_entries,
-        records=args.records, tree=args.tree,
+        level=args.level,
+        seed=args.seed,
+        cluster_entries=args.cluster_entries,
+        records=args.records,
+        tree=args.tree,
     )
     try:
         if args.files == 1 and args.out.endswith(".root"):

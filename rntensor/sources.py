@@ -525,13 +525,25 @@ def _classify(
             "(s3fs: endpoint_url, key, secret, client_kwargs, config_kwargs)",
             context=context,
         )
-    if "not a root file" in low or "magic" in low and "root" in low:
+    if "not a root file" in low or ("magic" in low and "root" in low):
         return SourceError(
             f"{url} is not a ROOT file ({text}); check that the path points to a .root file",
             context=context,
         )
-    network = ("connect", "timeout", "timed out", "endpoint", "credential", "access denied",
-               "forbidden", "nosuchbucket", "throttl", "503", "502", "500")
+    network = (
+        "connect",
+        "timeout",
+        "timed out",
+        "endpoint",
+        "credential",
+        "access denied",
+        "forbidden",
+        "nosuchbucket",
+        "throttl",
+        "503",
+        "502",
+        "500",
+    )
     if any(w in low for w in network) or type(err).__module__.startswith(("botocore", "aiohttp")):
         return StorageError(
             f"storage error while {doing} {url}: {text}; check the endpoint, credentials and "
@@ -546,11 +558,25 @@ def _classify(
 
 
 _DTYPES = {
-    "float": "float32", "double": "float64", "std::int64_t": "int64", "std::int32_t": "int32",
-    "std::int16_t": "int16", "std::int8_t": "int8", "std::uint64_t": "uint64",
-    "std::uint32_t": "uint32", "std::uint16_t": "uint16", "std::uint8_t": "uint8",
-    "bool": "bool", "int": "int32", "Long64_t": "int64", "Int_t": "int32", "Float_t": "float32",
-    "Double_t": "float64", "Bool_t": "bool", "UInt_t": "uint32", "ULong64_t": "uint64",
+    "float": "float32",
+    "double": "float64",
+    "std::int64_t": "int64",
+    "std::int32_t": "int32",
+    "std::int16_t": "int16",
+    "std::int8_t": "int8",
+    "std::uint64_t": "uint64",
+    "std::uint32_t": "uint32",
+    "std::uint16_t": "uint16",
+    "std::uint8_t": "uint8",
+    "bool": "bool",
+    "int": "int32",
+    "Long64_t": "int64",
+    "Int_t": "int32",
+    "Float_t": "float32",
+    "Double_t": "float64",
+    "Bool_t": "bool",
+    "UInt_t": "uint32",
+    "ULong64_t": "uint64",
 }
 
 
@@ -563,9 +589,11 @@ def _ttree_fields(tree: Any) -> dict[str, FieldInfo]:
         name = b.name
         if isinstance(interp, uproot.interpretation.numerical.AsDtype) and not interp.inner_shape:
             out[name] = FieldInfo(name, str(interp.to_dtype), False, None, True, b.typename)
-        elif isinstance(interp, uproot.interpretation.jagged.AsJagged) and isinstance(
-            interp.content, uproot.interpretation.numerical.AsDtype
-        ) and not interp.content.inner_shape:
+        elif (
+            isinstance(interp, uproot.interpretation.jagged.AsJagged)
+            and isinstance(interp.content, uproot.interpretation.numerical.AsDtype)
+            and not interp.content.inner_shape
+        ):
             coll = _collection_name(name, b.count_branch.name if b.count_branch else None)
             out[name] = FieldInfo(name, str(interp.content.to_dtype), True, coll, True, b.typename)
         else:
@@ -594,12 +622,12 @@ def _rntuple_fields(ntuple: Any) -> dict[str, FieldInfo]:
         else:
             out[path] = FieldInfo(path, "object", jagged, coll, False, str(f.type))
 
-    for name, f in zip(form.fields, form.contents):
+    for name, f in zip(form.fields, form.contents, strict=True):
         if isinstance(f, ak.forms.RecordForm):
-            for sub, sf in zip(f.fields, f.contents):
+            for sub, sf in zip(f.fields, f.contents, strict=True):
                 leaf(f"{name}.{sub}", sf, False, None)
         elif isinstance(f, ak.forms.ListOffsetForm) and isinstance(f.content, ak.forms.RecordForm):
-            for sub, sf in zip(f.content.fields, f.content.contents):
+            for sub, sf in zip(f.content.fields, f.content.contents, strict=True):
                 leaf(f"{name}.{sub}", sf, True, name)
         elif isinstance(f, ak.forms.ListOffsetForm):
             if f.parameters.get("__array__") == "string":
@@ -611,9 +639,7 @@ def _rntuple_fields(ntuple: Any) -> dict[str, FieldInfo]:
     return out
 
 
-def plan_ranges(
-    cluster_starts: Sequence[int], *, target_entries: int
-) -> list[tuple[int, int]]:
+def plan_ranges(cluster_starts: Sequence[int], *, target_entries: int) -> list[tuple[int, int]]:
     """Group whole clusters into entry ranges of about ``target_entries`` each.
 
     Boundaries always fall on cluster starts, so no task decompresses a cluster another

@@ -60,6 +60,12 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
+def _urlopen(req: str | urllib.request.Request, timeout_s: float) -> None:
+    """One HTTP request to a loopback server, never through an http_proxy from the env."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener.open(req, timeout=timeout_s).close()
+
+
 def _check_loopback(host: str) -> None:
     if host not in (LOOPBACK, "localhost"):
         raise ValueError(f"only loopback hosts are allowed, got {host!r}; use {LOOPBACK!r}")
@@ -85,7 +91,7 @@ class _S3Server:
 
     @property
     def env(self) -> dict[str, str]:
-        """``AWS_*`` variables that point botocore at this server, and nowhere else."""
+        """``AWS_*`` (and ``NO_PROXY``) variables that point botocore at this server only."""
         return {
             "AWS_ACCESS_KEY_ID": self.key,
             "AWS_SECRET_ACCESS_KEY": self.secret,
@@ -93,6 +99,7 @@ class _S3Server:
             "AWS_DEFAULT_REGION": self.region,
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_EC2_METADATA_DISABLED": "true",
+            "NO_PROXY": f"{LOOPBACK},localhost",
         }
 
     def filesystem(self) -> Any:
@@ -191,6 +198,8 @@ class SeaweedS3(_S3Server):
         self._proc: subprocess.Popen[bytes] | None = None
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        self._tmp_dir = ""
+        self._wrapped = False
 
     @property
     def log_path(self) -> str:
@@ -234,8 +243,8 @@ class SeaweedS3(_S3Server):
             f"-admin.dataDir={os.path.join(d, 'admin')}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
-            f"-filer.localSocket={os.path.join(d, 'filer.sock')}",
-            f"-s3.localSocket={os.path.join(d, 's3.sock')}",
+            f"-filer.localSocket={os.path.join(self._tmp_dir or d, 'filer.sock')}",
+            f"-s3.localSocket={os.path.join(self._tmp_dir or d, 's3.sock')}",
             "-master.volumeSizeLimitMB=64",
             "-volume.preStopSeconds=0",
         ]
@@ -246,6 +255,7 @@ class SeaweedS3(_S3Server):
             return
         t0 = time.monotonic()
         self.data_dir = self._data_dir_arg or tempfile.mkdtemp(prefix="rntensor-weed-")
+        self._tmp_dir = tempfile.mkdtemp(prefix="rnt-weed-")  # short: unix socket paths
         for sub in ("data", "admin"):
             os.makedirs(os.path.join(self.data_dir, sub), exist_ok=True)
         identity = {
@@ -273,7 +283,9 @@ class SeaweedS3(_S3Server):
         cmd = self.command()
         lifetime = shutil.which("timeout")
         if lifetime:  # bounds the lifetime even if this Python process is SIGKILLed
-            cmd = [lifetime, "-k", "5", str(int(self.max_lifetime_s) + 1), *cmd]
+            life = str(int(self.max_lifetime_s) + 1)
+            cmd = [lifetime, "--foreground", "-k", "5", life, *cmd]
+        self._wrapped = bool(lifetime)
         main = threading.current_thread() is threading.main_thread()
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
@@ -307,7 +319,7 @@ class SeaweedS3(_S3Server):
                 raise _EarlyExit(f"weed exited with {self._proc.returncode}; {self._log_tail()}")
             if not answered:
                 try:
-                    urllib.request.urlopen(self.endpoint_url + "/", timeout=1).close()
+                    _urlopen(self.endpoint_url + "/", timeout_s=1)
                     answered = True
                 except urllib.error.HTTPError:
                     answered = True  # 403 for an anonymous request: the gateway is up
@@ -317,7 +329,7 @@ class SeaweedS3(_S3Server):
             try:
                 self.filesystem().ls("", refresh=True)  # signed ListBuckets
                 return
-            except OSError:
+            except Exception:
                 time.sleep(0.1)
         raise TimeoutError(
             f"SeaweedFS was not ready within {self.startup_timeout_s:.0f} s; {self._log_tail()}"
@@ -341,15 +353,21 @@ class SeaweedS3(_S3Server):
         if proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+            # one SIGTERM for weed's graceful shutdown: `timeout --foreground` forwards it
+            (os.kill if self._wrapped else os.killpg)(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
         with contextlib.suppress(ProcessLookupError):  # stragglers in the group, if any
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+        # weed's gRPC unix sockets are always /tmp/seaweedfs-<service>-grpc-<port>.sock, and
+        # the s3 / admin ones sometimes survive shutdown: remove ours (the ports we chose)
+        for name, port in self.ports.items():
+            if name.endswith(".port.grpc"):
+                service = name.split(".", 1)[0]
+                with contextlib.suppress(OSError):
+                    os.unlink(f"/tmp/seaweedfs-{service}-grpc-{port}.sock")
 
     def stop(self) -> None:
         """Stop the process group and remove the temporary data folder (idempotent)."""
@@ -357,6 +375,9 @@ class SeaweedS3(_S3Server):
         if self.data_dir and self._data_dir_arg is None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = ""
+        if self._tmp_dir:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+            self._tmp_dir = ""
 
     @property
     def pid(self) -> int | None:
@@ -377,7 +398,11 @@ class MotoS3(_S3Server):
     """
 
     def __init__(
-        self, *, key: str = "rntensor-test", secret: str | None = None, max_lifetime_s: float = 3600.0
+        self,
+        *,
+        key: str = "rntensor-test",
+        secret: str | None = None,
+        max_lifetime_s: float = 3600.0,
     ) -> None:
         self.key = key
         self.secret = secret or secrets.token_hex(20)
@@ -408,7 +433,7 @@ class MotoS3(_S3Server):
     def reset(self) -> None:
         """Forget every bucket and object (``POST /moto-api/reset``)."""
         req = urllib.request.Request(self.endpoint_url + "/moto-api/reset", method="POST")
-        urllib.request.urlopen(req, timeout=10).close()
+        _urlopen(req, timeout_s=10)
 
     def stop(self) -> None:
         server, self._server = self._server, None
@@ -478,6 +503,16 @@ class LatencyProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
+
+    @classmethod
+    def from_url(cls, endpoint_url: str, **kwargs: Any) -> LatencyProxy:
+        """A proxy in front of ``http://127.0.0.1:PORT`` (a server's ``endpoint_url``)."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(endpoint_url)
+        if parts.scheme != "http" or parts.hostname is None or parts.port is None:
+            raise ValueError(f"expected http://127.0.0.1:PORT, got {endpoint_url!r}")
+        return cls(parts.hostname, parts.port, **kwargs)
 
     @property
     def endpoint_url(self) -> str:
@@ -551,13 +586,14 @@ class LatencyProxy:
         self.connections += 1
         up_w: asyncio.StreamWriter | None = None
         try:
-            up_r, up_w = await asyncio.wait_for(asyncio.open_connection(*self.upstream), 10)
+            up_r, up = await asyncio.wait_for(asyncio.open_connection(*self.upstream), 10)
+            up_w = up
             back = asyncio.ensure_future(self._pipe(up_r, writer))
-            forth = asyncio.ensure_future(self._forward_requests(reader, writer, up_w))
+            forth = asyncio.ensure_future(self._forward_requests(reader, writer, up))
             done, _ = await asyncio.wait({back, forth}, return_when=asyncio.FIRST_COMPLETED)
             if forth in done and forth.exception() is None and not back.done():
                 with contextlib.suppress(OSError):
-                    up_w.write_eof()  # client finished sending: let the response complete
+                    up.write_eof()  # client finished sending: let the response complete
                 await asyncio.wait({back}, timeout=30)
             for t in (back, forth):
                 t.cancel()
@@ -657,12 +693,19 @@ def local_cluster(
     """
     from distributed import Client, LocalCluster
 
+    # dashboard_address=None alone still serves the scheduler's HTTP routes on port 8787
+    scheduler_kwargs = {
+        "dashboard": False,
+        "dashboard_address": f"{LOOPBACK}:0",
+        **kwargs.pop("scheduler_kwargs", {}),
+    }
     opts: dict[str, Any] = {
         "host": LOOPBACK,
         "scheduler_port": 0,
         "dashboard_address": None,
         "worker_dashboard_address": None,
         "silence_logs": logging.ERROR,
+        "scheduler_kwargs": scheduler_kwargs,
         **kwargs,
     }
     with (

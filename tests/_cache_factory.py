@@ -29,8 +29,16 @@ import xxhash
 FINGERPRINT = "synthetic0000001"
 
 
-def _rows(source_index: int, name: str, entry_start: int, entry_stop: int, *, jets_len: int,
-          classes: int, seed: int) -> dict[str, np.ndarray]:
+def _rows(
+    source_index: int,
+    name: str,
+    entry_start: int,
+    entry_stop: int,
+    *,
+    jets_len: int,
+    classes: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
     entries = np.arange(entry_start, entry_stop, dtype=np.int64)
     entries = entries[entries % 7 != 0]
     n = len(entries)
@@ -47,14 +55,23 @@ def _rows(source_index: int, name: str, entry_start: int, entry_stop: int, *, je
     muons = rng.normal(size=(int(offsets[-1]), 3)).astype(np.float32)
     muons[:, 0] = np.repeat(entries, n_mu)
     scalars = np.stack(
-        [entries.astype(np.float32), np.full(n, source_index, np.float32),
-         rng.normal(size=n).astype(np.float32)], axis=1
+        [
+            entries.astype(np.float32),
+            np.full(n, source_index, np.float32),
+            rng.normal(size=n).astype(np.float32),
+        ],
+        axis=1,
     )
     return {
-        "jets": jets, "jets_mask": mask, "muons": muons, "muons_offsets": offsets,
-        "scalars": scalars, "target": entries % classes,
+        "jets": jets,
+        "jets_mask": mask,
+        "muons": muons,
+        "muons_offsets": offsets,
+        "scalars": scalars,
+        "target": entries % classes,
         "weight": (1 + entries % 3).astype(np.float32),
-        "run": np.full(n, source_index, np.int64), "_entry": entries,
+        "run": np.full(n, source_index, np.int64),
+        "_entry": entries,
     }
 
 
@@ -66,16 +83,18 @@ def _table(d: dict[str, np.ndarray]) -> pa.Table:
 
     f = d["muons"].shape[1]
     mu_values = pa.FixedSizeListArray.from_arrays(pa.array(d["muons"].reshape(-1)), f)
-    return pa.table({
-        "jets": fsl(d["jets"]),
-        "jets_mask": fsl(d["jets_mask"].astype(np.uint8)),
-        "muons": pa.LargeListArray.from_arrays(pa.array(d["muons_offsets"]), mu_values),
-        "scalars": fsl(d["scalars"]),
-        "target": pa.array(d["target"]),
-        "weight": pa.array(d["weight"]),
-        "run": pa.array(d["run"]),
-        "_entry": pa.array(d["_entry"]),
-    })
+    return pa.table(
+        {
+            "jets": fsl(d["jets"]),
+            "jets_mask": fsl(d["jets_mask"].astype(np.uint8)),
+            "muons": pa.LargeListArray.from_arrays(pa.array(d["muons_offsets"]), mu_values),
+            "scalars": fsl(d["scalars"]),
+            "target": pa.array(d["target"]),
+            "weight": pa.array(d["weight"]),
+            "run": pa.array(d["run"]),
+            "_entry": pa.array(d["_entry"]),
+        }
+    )
 
 
 def _stats(parts: list[dict[str, np.ndarray]]) -> dict[str, Any]:
@@ -84,8 +103,15 @@ def _stats(parts: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         c, s, ss = len(x), float(x.sum()), float((x * x).sum())
         mean = s / c if c else 0.0
         std = float(np.sqrt(max(ss / c - mean * mean, 0.0))) if c else 0.0
-        return {"count": c, "sum": s, "sumsq": ss, "mean": mean, "std": std,
-                "min": float(x.min()) if c else 0.0, "max": float(x.max()) if c else 0.0}
+        return {
+            "count": c,
+            "sum": s,
+            "sumsq": ss,
+            "mean": mean,
+            "std": std,
+            "min": float(x.min()) if c else 0.0,
+            "max": float(x.max()) if c else 0.0,
+        }
 
     jets = np.concatenate([p["jets"][p["jets_mask"]] for p in parts])
     muons = np.concatenate([p["muons"] for p in parts])
@@ -99,7 +125,11 @@ def _stats(parts: list[dict[str, np.ndarray]]) -> dict[str, Any]:
 
 def write_cache(
     dest: str | os.PathLike[str],
-    sources: Sequence[tuple[str, int]] = (("run1.root", 300), ("run2.root", 200), ("run3.root", 157)),
+    sources: Sequence[tuple[str, int]] = (
+        ("run1.root", 300),
+        ("run2.root", 200),
+        ("run3.root", 157),
+    ),
     *,
     shard_entries: int = 64,
     jets_len: int = 10,
@@ -128,47 +158,102 @@ def write_cache(
             parts.append(d)
             table = _table(d)
             fp = {"size": entries, "mtime": 1.0}
-            key = hashlib.sha256(json.dumps(
-                [name, "Events", fp, start, stop, schema_fingerprint, format_version],
-                sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+            key = hashlib.sha256(
+                json.dumps(
+                    [name, "Events", fp, start, stop, schema_fingerprint, format_version],
+                    sort_keys=True,
+                    separators=(",", ":"),
+                ).encode()
+            ).hexdigest()[:32]
             rel = f"shards/{key}.arrow"
             path = os.path.join(dest, rel)
             with ipc.new_file(path, table.schema, options=options) as w:
                 w.write_table(table)
             with open(path, "rb") as f:
                 digest = xxhash.xxh64(f.read()).hexdigest()
-            shards.append({
-                "path": rel, "key": key, "rows": table.num_rows, "bytes": os.path.getsize(path),
-                "source": {"url": f"/data/{name}", "name": name, "tree": "Events",
-                           "kind": "TTree", "fingerprint": fp},
-                "entry_start": start, "entry_stop": stop, "entries_read": stop - start,
-                "checksum": f"xxh64:{digest}",
-            })
+            shards.append(
+                {
+                    "path": rel,
+                    "key": key,
+                    "rows": table.num_rows,
+                    "bytes": os.path.getsize(path),
+                    "source": {
+                        "url": f"/data/{name}",
+                        "name": name,
+                        "tree": "Events",
+                        "kind": "TTree",
+                        "fingerprint": fp,
+                    },
+                    "entry_start": start,
+                    "entry_stop": stop,
+                    "entries_read": stop - start,
+                    "checksum": f"xxh64:{digest}",
+                }
+            )
     if shard_order is not None:
         shards = [shards[i] for i in shard_order]
     manifest = {
         "format_version": format_version,
         "created_by": "tests/_cache_factory.py",
-        "schema": {"name": "synthetic", "outputs": {
-            "jets": {"fields": [f"j{k}" for k in range(5)], "length": jets_len, "ragged": False,
-                     "pad_value": 0.0, "sort_by": None, "normalize": jets_normalize,
-                     "dtype": "float32"},
-            "muons": {"fields": ["m0", "m1", "m2"], "length": None, "ragged": True,
-                      "pad_value": 0.0, "sort_by": None, "normalize": "none", "dtype": "float32"},
-            "scalars": {"fields": ["s0", "s1", "s2"], "length": None, "ragged": False,
-                        "pad_value": 0.0, "sort_by": None, "normalize": "none",
-                        "dtype": "float32"}},
+        "schema": {
+            "name": "synthetic",
+            "outputs": {
+                "jets": {
+                    "fields": [f"j{k}" for k in range(5)],
+                    "length": jets_len,
+                    "ragged": False,
+                    "pad_value": 0.0,
+                    "sort_by": None,
+                    "normalize": jets_normalize,
+                    "dtype": "float32",
+                },
+                "muons": {
+                    "fields": ["m0", "m1", "m2"],
+                    "length": None,
+                    "ragged": True,
+                    "pad_value": 0.0,
+                    "sort_by": None,
+                    "normalize": "none",
+                    "dtype": "float32",
+                },
+                "scalars": {
+                    "fields": ["s0", "s1", "s2"],
+                    "length": None,
+                    "ragged": False,
+                    "pad_value": 0.0,
+                    "sort_by": None,
+                    "normalize": "none",
+                    "dtype": "float32",
+                },
+            },
             "labels": {"target": {"field": "t", "classes": classes, "dtype": "int64"}},
-            "weights": "w", "keep": ["run"]},
+            "weights": "w",
+            "keep": ["run"],
+        },
         "schema_fingerprint": schema_fingerprint,
         "columns": {
-            "jets": {"kind": "padded", "shape": [jets_len, 5], "dtype": "float32",
-                     "fields": [f"j{k}" for k in range(5)], "normalize": jets_normalize},
+            "jets": {
+                "kind": "padded",
+                "shape": [jets_len, 5],
+                "dtype": "float32",
+                "fields": [f"j{k}" for k in range(5)],
+                "normalize": jets_normalize,
+            },
             "jets_mask": {"kind": "mask", "shape": [jets_len], "dtype": "bool", "of": "jets"},
-            "muons": {"kind": "ragged", "shape": [3], "dtype": "float32",
-                      "fields": ["m0", "m1", "m2"], "normalize": "none"},
-            "scalars": {"kind": "flat", "shape": [3], "dtype": "float32",
-                        "fields": ["s0", "s1", "s2"], "normalize": "none"},
+            "muons": {
+                "kind": "ragged",
+                "shape": [3],
+                "dtype": "float32",
+                "fields": ["m0", "m1", "m2"],
+                "normalize": "none",
+            },
+            "scalars": {
+                "kind": "flat",
+                "shape": [3],
+                "dtype": "float32",
+                "fields": ["s0", "s1", "s2"],
+                "normalize": "none",
+            },
             "target": {"kind": "label", "shape": [], "dtype": "int64", "classes": classes},
             "weight": {"kind": "weight", "shape": [], "dtype": "float32"},
             "run": {"kind": "keep", "shape": [], "dtype": "int64"},

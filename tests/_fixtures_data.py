@@ -155,7 +155,12 @@ def _small(tmp_path_factory: pytest.TempPathFactory, fmt: str) -> SmallDataset:
     folder = tmp_path_factory.mktemp(f"small_{fmt}")
     n_events, seed, cluster = 3000, 7, 250
     paths = generate_dataset(
-        folder, n_events=n_events, n_files=3, fmt=fmt, compression="zstd", seed=seed,
+        folder,
+        n_events=n_events,
+        n_files=3,
+        fmt=fmt,
+        compression="zstd",
+        seed=seed,
         cluster_entries=cluster,
     )
     import uproot

@@ -149,4 +149,4 @@ def s3_root_files(seaweed: SeaweedS3, root_files_local: dict[str, Path]) -> dict
     keys = [f"{FIXTURE_BUCKET}/data/{name}" for name in names]
     seaweed.filesystem().put([str(root_files_local[n]) for n in names], keys)  # concurrent
     _clear_s3fs_cache()
-    return {name: f"s3://{key}" for name, key in zip(names, keys)}
+    return {name: f"s3://{key}" for name, key in zip(names, keys, strict=True)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import pickle
 import random
@@ -266,6 +267,27 @@ def test_dataclass_schema_goes_through_the_same_checks() -> None:
     assert ok.labels[0].dtype == "float32"  # regression target by default
 
 
+def test_to_yaml_quotes_what_yaml_would_misread() -> None:
+    s = load_schema(
+        {
+            "name": "t",
+            "selection": "not (MET_pt > 1) or nJet == -1",
+            "define": {
+                "lead": "Jet_pt[:, 0]",
+                "mid": "Jet_pt[:, 1:-1]",
+                "five": 5,
+                "neg": "-MET_pt",
+            },
+            "outputs": {"o": {"fields": ["lead", "five"], "pad_value": -1.5, "dtype": "float16"}},
+            "labels": {"r": {"field": "MET_pt", "dtype": "int64"}},
+        }
+    )
+    text = s.to_yaml()
+    assert load_schema(text) == s
+    assert s.define["five"] == "5"
+    validate(text, NANO)
+
+
 def test_to_yaml_round_trips_and_has_header() -> None:
     s = load_schema(
         with_(JET_TAGGING, outputs__jets__pad_value=float("nan"), labels__reg={"field": "weight"})
@@ -408,7 +430,7 @@ def test_yaml_errors_name_the_line(tmp_path: Path) -> None:
 
 def test_yaml_alias_bomb_is_bounded() -> None:
     lists = ["&a [x, x, x, x, x, x, x, x, x]"]
-    for i, prev in zip("bcdefghi", "abcdefgh"):
+    for i, prev in zip("bcdefghi", "abcdefgh", strict=True):
         lists.append(f"&{i} [" + ", ".join([f"*{prev}"] * 9) + "]")
     bomb = "name: t\noutputs: {o: {fields: [MET_pt]}}\nkeep: [" + ", ".join(lists) + "]\n"
     with pytest.raises(SchemaError, match=r"each entry of 'keep' must be a non-empty string"):
@@ -455,26 +477,22 @@ schema_like = st.dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=500)
+@settings(max_examples=100, deadline=2000)
 @given(schema_like)
 def test_random_dicts_only_raise_schema_error(data: dict[str, Any]) -> None:
     try:
         schema = load_schema(data)
     except SchemaError:
         return
-    try:
+    with contextlib.suppress(SchemaError):
         validate(schema, NANO)
-    except SchemaError:
-        pass
 
 
-@settings(max_examples=150, deadline=500)
+@settings(max_examples=150, deadline=2000)
 @given(st.text(alphabet="abn:{}[]-,&*!#'\"\n |>x1.", max_size=80))
 def test_random_yaml_text_only_raises_schema_error(text: str) -> None:
-    try:
+    with contextlib.suppress(SchemaError):
         load_schema(text + "\n")
-    except SchemaError:
-        pass
 
 
 # -- validation against fields, one per message --------------------------------------------
@@ -506,7 +524,7 @@ def test_random_yaml_text_only_raises_schema_error(text: str) -> None:
         (
             with_(JET_TAGGING, outputs__scalars__fields=["MET_pt / 2"]),
             NANO,
-            r"unknown field 'MET_pt / 2' in output 'scalars'.*write expressions in 'define'",
+            r"unknown field 'MET_pt / 2' in output 'scalars'; only names go here: write the expression in 'define'",
         ),
         (
             with_(JET_TAGGING, define__unused="log(nothing_here)"),
@@ -610,7 +628,7 @@ def test_sliced_collection_output() -> None:
         "outputs": {"top": {"fields": ["top_pt", "top_eta"], "ragged": True, "sort_by": "-top_pt"}},
     }
     out = validate(schema, NANO).outputs[0]
-    assert out.collection == "Jet[:, :3]"
+    assert out.collection == "Jet[:, 0:3]"
     bad = with_(schema, outputs__top__fields=["top_pt", "Jet_eta"])
     with pytest.raises(SchemaError, match=r"mixes collections"):
         validate(bad, NANO)

@@ -3,6 +3,7 @@ RNTuple, four compressions), checked against independent uproot reads."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import shutil
@@ -69,15 +70,16 @@ def expected_fields(f) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
     return flat, jagged
 
 
-def uproot_array(f, path: str, start: int, stop: int) -> ak.Array:
-    """The field read by uproot directly, without rntensor."""
-    with uproot.open(str(f)) as file:
-        obj = file[f.tree]
-        top, _, sub = path.partition(".")
-        if f.format == "RNTuple":
-            arr = obj[top].array(entry_start=start, entry_stop=stop, library="ak")
-            return arr[sub] if sub else arr
-        return obj[path].array(entry_start=start, entry_stop=stop, library="ak")
+def uproot_array(f, path: str, start: int, stop: int, *, obj=None) -> ak.Array:
+    """The field read by uproot directly (field by field), without rntensor."""
+    if obj is None:
+        with uproot.open(str(f)) as file:
+            return uproot_array(f, path, start, stop, obj=file[f.tree])
+    top, _, sub = path.partition(".")
+    if f.format == "RNTuple":
+        arr = obj[top].array(entry_start=start, entry_stop=stop, library="ak")
+        return arr[sub] if sub else arr
+    return obj[path].array(entry_start=start, entry_stop=stop, library="ak")
 
 
 def sub_ranges(starts: list[int]) -> list[tuple[int, int]]:
@@ -113,7 +115,10 @@ def assert_same(col, arr: ak.Array) -> None:
 def test_fixture_index_matches_files(fixture_index):
     files = fixture_index["files"]
     assert {(e["writer"], e["format"]) for e in files} == {
-        ("ROOT", "TTree"), ("ROOT", "RNTuple"), ("uproot", "TTree"), ("uproot", "RNTuple"),
+        ("ROOT", "TTree"),
+        ("ROOT", "RNTuple"),
+        ("uproot", "TTree"),
+        ("uproot", "RNTuple"),
     }
     for fmt in ("TTree", "RNTuple"):
         algs = {e["compression"] for e in files if e["writer"] == "ROOT" and e["format"] == fmt}
@@ -170,7 +175,7 @@ def test_record_fields_are_flattened(records_file):
 def test_cluster_starts(root_file):
     starts = open_source(root_file).cluster_starts()
     assert starts[0] == 0 and starts[-1] == root_file.n_entries
-    assert all(a < b for a, b in zip(starts, starts[1:]))
+    assert all(a < b for a, b in itertools.pairwise(starts))
     assert len(starts) - 1 == root_file.n_clusters >= 3
 
 
@@ -180,9 +185,9 @@ def test_plan_ranges_on_file(root_file):
     for target in (1, 300, 700, 10**9):
         ranges = plan_ranges(starts, target_entries=target)
         assert ranges[0][0] == 0 and ranges[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
         assert {b for r in ranges for b in r} <= set(starts)
-    assert plan_ranges(starts, target_entries=1) == list(zip(starts, starts[1:]))
+    assert plan_ranges(starts, target_entries=1) == list(itertools.pairwise(starts))
     assert plan_ranges(starts, target_entries=10**9) == [(0, n)]
 
 
@@ -190,12 +195,14 @@ def test_plan_ranges_on_file(root_file):
 def test_read_matches_uproot(root_file):
     src = open_source(root_file)
     paths = sorted(src.fields)
-    for start, stop in sub_ranges(src.cluster_starts()):
-        cols = src.read(paths, start, stop)
-        assert list(cols) == paths
-        for path in paths:
-            assert len(cols[path]) == stop - start, path
-            assert_same(cols[path], uproot_array(root_file, path, start, stop))
+    with uproot.open(str(root_file)) as file:
+        obj = file[root_file.tree]
+        for start, stop in sub_ranges(src.cluster_starts()):
+            cols = src.read(paths, start, stop)
+            assert list(cols) == paths
+            for path in paths:
+                assert len(cols[path]) == stop - start, path
+                assert_same(cols[path], uproot_array(root_file, path, start, stop, obj=obj))
 
 
 def test_read_counters_match_collections(root_file):
@@ -225,7 +232,9 @@ def test_read_from_threads(root_file):
     src.close()
     with ThreadPoolExecutor(4) as pool:
         parts = list(pool.map(lambda r: src.read(["Jet_pt", "event"], *r)["event"], ranges))
-    np.testing.assert_array_equal(np.concatenate(parts), src.read(["event"], 0, src.num_entries)["event"])
+    np.testing.assert_array_equal(
+        np.concatenate(parts), src.read(["event"], 0, src.num_entries)["event"]
+    )
 
 
 def test_read_nothing(root_file):
@@ -275,16 +284,18 @@ def test_take_events_property(lists, data):
     offsets = np.zeros(len(lists) + 1, np.int64)
     np.cumsum([len(x) for x in lists], out=offsets[1:])
     j = Jagged(offsets, np.array([v for x in lists for v in x], dtype=np.int64))
-    mask = np.array(data.draw(st.lists(st.booleans(), min_size=len(lists), max_size=len(lists))), bool)
+    mask = np.array(
+        data.draw(st.lists(st.booleans(), min_size=len(lists), max_size=len(lists))), bool
+    )
     picked = j.take_events(mask)
     assert picked.offsets[0] == 0
-    assert [list(picked.content[a:b]) for a, b in zip(picked.offsets, picked.offsets[1:])] == [
-        x for x, m in zip(lists, mask) if m
+    assert [list(picked.content[a:b]) for a, b in itertools.pairwise(picked.offsets)] == [
+        x for x, m in zip(lists, mask, strict=True) if m
     ]
     if lists:
         index = np.array(data.draw(st.lists(st.integers(0, len(lists) - 1), max_size=20)), np.int64)
         picked = j.take_events(index)
-        assert [list(picked.content[a:b]) for a, b in zip(picked.offsets, picked.offsets[1:])] == [
+        assert [list(picked.content[a:b]) for a, b in itertools.pairwise(picked.offsets)] == [
             lists[i] for i in index
         ]
     assert len(j) == len(lists)
@@ -312,7 +323,7 @@ def test_plan_ranges_property(starts, target):
     starts = sorted(starts)
     ranges = plan_ranges(starts, target_entries=target)
     assert ranges[0][0] == starts[0] and ranges[-1][1] == starts[-1]
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
     assert all(a < b for a, b in ranges)
     assert {b for r in ranges for b in r} <= set(starts)
 
@@ -354,7 +365,7 @@ def tree_of_files(tmp_path):
     (root / "a" / "b").mkdir(parents=True)
     (tmp_path / "empty").mkdir()
     names = ["x0.root", "a/x1.root", "a/b/x2.root"]
-    for name, f in zip(names, FIXTURE_FILES):
+    for name, f in zip(names, FIXTURE_FILES[:3], strict=True):
         shutil.copy(f, root / name)
     (root / "notes.txt").write_text("not a ROOT file")
     return root, [str(root / n) for n in names]
@@ -387,7 +398,7 @@ def test_missing_file(tmp_path):
     missing = str(tmp_path / "nope.root")
     assert expand_inputs([missing]) == [missing]  # found out when opened
     with pytest.raises(SourceError, match="not found") as err:
-        open_source(missing).kind
+        _ = open_source(missing).kind
     assert missing in str(err.value)
     assert isinstance(err.value, OSError)
     with pytest.raises(SourceError, match="not found"):
@@ -399,18 +410,18 @@ def test_not_a_root_file(tmp_path, content):
     path = tmp_path / "notes.root"
     path.write_bytes(content)
     with pytest.raises(SourceError) as err:
-        open_source(str(path)).fields
+        _ = open_source(str(path)).fields
     assert str(path) in str(err.value)
 
 
 def test_truncated_file(tmp_path, root_file):
     cut = tmp_path / f"cut_{os.path.basename(root_file)}"
-    data = open(root_file, "rb").read()
+    data = DATA_DIR.joinpath(root_file.path).read_bytes()
     cut.write_bytes(data[: len(data) // 2])
     src = open_source(str(cut))
     with pytest.raises(SourceError) as err:
         # whichever step notices first: opening, metadata or reading pages
-        src.fields
+        _ = src.fields
         src.cluster_starts()
         src.read(sorted(src.fields), 0, src.num_entries)
     assert str(cut) in str(err.value)
@@ -418,10 +429,10 @@ def test_truncated_file(tmp_path, root_file):
 
 def test_missing_tree_name(root_file):
     with pytest.raises(SourceError, match="did you mean 'Events'") as err:
-        open_source(f"{root_file}:Event").kind
+        _ = open_source(f"{root_file}:Event").kind
     assert str(root_file) in str(err.value)
     with pytest.raises(SourceError, match="Events"):
-        open_source(root_file, tree="Jets").fields
+        _ = open_source(root_file, tree="Jets").fields
 
 
 def test_unknown_field(root_file):
@@ -440,21 +451,23 @@ def test_objects_that_are_not_trees(tmp_path):
         f["A"] = {"x": np.arange(5, dtype=np.float32)}
         f["B"] = {"x": np.arange(5, dtype=np.float32)}
     with pytest.raises(SourceError, match="not a TTree"):
-        open_source(f"{path}:hist").kind
+        _ = open_source(f"{path}:hist").kind
     with pytest.raises(SourceError, match="several trees"):
-        open_source(path).kind
+        _ = open_source(path).kind
     assert open_source(f"{path}:B").num_entries == 5
     only_hist = str(tmp_path / "hist.root")
     with uproot.recreate(only_hist) as f:
         f["hist"] = np.histogram(np.arange(10.0), bins=5)
     with pytest.raises(SourceError, match="no TTree or RNTuple"):
-        open_source(only_hist).kind
+        _ = open_source(only_hist).kind
 
 
 def test_unsupported_field(tmp_path):
     path = str(tmp_path / "nested.root")
     with uproot.recreate(path) as f:
-        f.mkrntuple("Events", {"nested": ak.Array([[[1.0], []], [], [[2.0, 3.0]]]), "x": np.arange(3.0)})
+        f.mkrntuple(
+            "Events", {"nested": ak.Array([[[1.0], []], [], [[2.0, 3.0]]]), "x": np.arange(3.0)}
+        )
     src = open_source(path)
     assert src.fields["nested"].supported is False
     assert src.fields["x"].supported is True

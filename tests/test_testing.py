@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import http.client
 import os
 import socket
+import tempfile
 import time
 
 import psutil
@@ -50,20 +52,23 @@ def test_seaweed_listens_on_loopback_only(seaweed):
 
 
 def test_seaweed_starts_and_stops_without_leftovers(tmp_path):
+    tmp = tempfile.gettempdir()
+    stray = {*glob.glob(f"{tmp}/weed.*"), *glob.glob(f"{tmp}/seaweedfs-*")}
     server = SeaweedS3()
     with server:
         root = psutil.Process(server.pid)
         procs = [root, *root.children(recursive=True)]
         assert any(p.name() == "weed" for p in procs)
-        data_dir, port = server.data_dir, server.ports["s3.port"]
+        data_dir, port, tmp_dir = server.data_dir, server.ports["s3.port"], server._tmp_dir
         assert os.path.isdir(data_dir)
         server.make_bucket("startstop")
         src = tmp_path / "x.bin"
         src.write_bytes(b"abc" * 1000)
         assert server.upload(src, "s3://startstop/") == "s3://startstop/x.bin"
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
-    assert not os.path.exists(data_dir)
+    assert not os.path.exists(data_dir) and not os.path.exists(tmp_dir)
     assert _refuses(port)
+    assert {*glob.glob(f"{tmp}/weed.*"), *glob.glob(f"{tmp}/seaweedfs-*")} == stray
     server.stop()  # idempotent
 
 
@@ -71,9 +76,8 @@ def test_seaweed_range_reads_through_s3fs(seaweed, s3_bucket):
     fs = seaweed.filesystem()
     blob = os.urandom(3_000_000)
     fs.pipe(f"{s3_bucket}/dir/blob.bin", blob)
-    assert fs.cat_file(f"{s3_bucket}/dir/blob.bin", start=1_000_000, end=1_000_100) == (
-        blob[1_000_000:1_000_100]
-    )
+    got = fs.cat_file(f"{s3_bucket}/dir/blob.bin", start=1_000_000, end=1_000_100)
+    assert got == blob[1_000_000:1_000_100]
     with fs.open(f"{s3_bucket}/dir/blob.bin", block_size=2**16) as f:
         f.seek(2_500_000)
         assert f.read(4096) == blob[2_500_000:2_504_096]
@@ -145,7 +149,7 @@ def test_proxy_adds_latency_per_request(seaweed, s3_bucket):
 
     seaweed.filesystem().pipe(f"{s3_bucket}/blob", os.urandom(100_000))
     latency, n = 0.1, 4
-    with LatencyProxy(LOOPBACK, _port(seaweed.endpoint_url), latency_s=latency) as proxy:
+    with LatencyProxy.from_url(seaweed.endpoint_url, latency_s=latency) as proxy:
         opts = {**seaweed.storage_options, "endpoint_url": proxy.endpoint_url}
         fs = s3fs.S3FileSystem(skip_instance_cache=True, **opts)
         t0 = time.perf_counter()
@@ -157,7 +161,7 @@ def test_proxy_adds_latency_per_request(seaweed, s3_bucket):
 
 
 def test_proxy_frames_keep_alive_requests(seaweed):
-    with LatencyProxy(LOOPBACK, _port(seaweed.endpoint_url), latency_s=0.0) as proxy:
+    with LatencyProxy.from_url(seaweed.endpoint_url, latency_s=0.0) as proxy:
         conn = http.client.HTTPConnection(LOOPBACK, proxy.port, timeout=10)
         try:
             statuses = [_get(conn, f"/?n={i}") for i in range(3)]
@@ -168,8 +172,8 @@ def test_proxy_frames_keep_alive_requests(seaweed):
 
 
 def test_proxy_answers_503_every_nth_request(seaweed):
-    with LatencyProxy(
-        LOOPBACK, _port(seaweed.endpoint_url), latency_s=0.0, fail_every=2, fail_mode="503"
+    with LatencyProxy.from_url(
+        seaweed.endpoint_url, latency_s=0.0, fail_every=2, fail_mode="503"
     ) as proxy:
         statuses = []
         for _ in range(4):
@@ -183,8 +187,8 @@ def test_proxy_answers_503_every_nth_request(seaweed):
 
 
 def test_proxy_resets_every_nth_request(seaweed):
-    with LatencyProxy(
-        LOOPBACK, _port(seaweed.endpoint_url), latency_s=0.0, fail_every=2, fail_mode="reset"
+    with LatencyProxy.from_url(
+        seaweed.endpoint_url, latency_s=0.0, fail_every=2, fail_mode="reset"
     ) as proxy:
         conn = http.client.HTTPConnection(LOOPBACK, proxy.port, timeout=10)
         try:
@@ -202,12 +206,14 @@ def test_s3fs_retries_through_injected_faults(seaweed, s3_bucket, mode):
 
     blob = os.urandom(200_000)
     seaweed.filesystem().pipe(f"{s3_bucket}/blob", blob)
-    with LatencyProxy(
-        LOOPBACK, _port(seaweed.endpoint_url), latency_s=0.0, fail_every=3, fail_mode=mode
+    with LatencyProxy.from_url(
+        seaweed.endpoint_url, latency_s=0.0, fail_every=3, fail_mode=mode
     ) as proxy:
         opts = {**seaweed.storage_options, "endpoint_url": proxy.endpoint_url}
         fs = s3fs.S3FileSystem(skip_instance_cache=True, **opts)
-        got = [fs.cat_file(f"{s3_bucket}/blob", start=i, end=i + 1000) for i in range(0, 6000, 1000)]
+        got = [
+            fs.cat_file(f"{s3_bucket}/blob", start=i, end=i + 1000) for i in range(0, 6000, 1000)
+        ]
         assert b"".join(got) == blob[:6000]
         assert proxy.faults >= 1
 
@@ -215,6 +221,10 @@ def test_s3fs_retries_through_injected_faults(seaweed, s3_bucket, mode):
 def test_proxy_validates_and_stops():
     with pytest.raises(ValueError, match="loopback"):
         LatencyProxy("192.0.2.1", 80)
+    with pytest.raises(ValueError, match="loopback"):
+        LatencyProxy.from_url("http://192.0.2.1:80")
+    with pytest.raises(ValueError, match="PORT"):
+        LatencyProxy.from_url("https://127.0.0.1")
     with pytest.raises(ValueError, match="fail_every"):
         LatencyProxy(LOOPBACK, 80, fail_every=0)
     with pytest.raises(ValueError, match="fail_mode"):
@@ -237,4 +247,11 @@ def test_dask_client_is_a_loopback_process_cluster(dask_client):
     assert all(w["nthreads"] == 1 for w in workers.values())
     pids = set(dask_client.run(os.getpid).values())
     assert len(pids) == 2 and os.getpid() not in pids
-    assert dask_client.dashboard_link is None or "127.0.0.1" in dask_client.dashboard_link
+    listening = {
+        c.laddr
+        for pid in [*pids, os.getpid()]
+        for c in psutil.Process(pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert {a.ip for a in listening} == {LOOPBACK}
+    assert 8787 not in {a.port for a in listening}  # no fixed dashboard port

@@ -38,7 +38,7 @@ import ast
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -60,12 +60,11 @@ __all__ = [
 MAX_LENGTH = 4000
 MAX_DEPTH = 100
 
-_FLOAT_FUNCS = {
-    name: getattr(np, name)
-    for name in (
-        "sqrt exp log log10 log1p sin cos tan arcsin arccos arctan sinh cosh tanh floor ceil"
-    ).split()
-}
+_FLOAT_NAMES = (
+    "sqrt", "exp", "log", "log10", "log1p", "sin", "cos", "tan", "arcsin", "arccos", "arctan",
+    "sinh", "cosh", "tanh", "floor", "ceil",
+)  # fmt: skip
+_FLOAT_FUNCS = {name: getattr(np, name) for name in _FLOAT_NAMES}
 _FUNCS_1 = {
     **_FLOAT_FUNCS,
     "abs": np.abs,
@@ -160,8 +159,8 @@ _FUNC_HINTS = {
     "ifelse": "write where(condition, a, b)",
 }
 
-Scalar = Union[bool, int, float]
-Value = Union[np.ndarray, Jagged, bool, int, float]
+Scalar = bool | int | float
+Value = np.ndarray | Jagged | bool | int | float
 
 
 # -- the tree -----------------------------------------------------------------------------
@@ -254,7 +253,7 @@ def parse(text: str) -> Expr:
     except SyntaxError as err:
         where = f" at column {err.offset}" if err.offset else ""
         raise SchemaError(
-            f"invalid expression {text!r}: {err.msg}{where}; expected a formula such as "
+            f"invalid expression {_short(text)}: {err.msg}{where}; expected a formula such as "
             "'Jet_pt * cos(Jet_phi)'"
         ) from err
     except (RecursionError, MemoryError, ValueError) as err:
@@ -340,7 +339,7 @@ class _Builder:
         if isinstance(node, ast.Compare):
             left = self.build(node.left)
             parts: list[_Node] = []
-            for cmp, right_node in zip(node.ops, node.comparators):
+            for cmp, right_node in zip(node.ops, node.comparators, strict=True):
                 op = _CMPOPS.get(type(cmp))
                 if op is None:
                     raise self.reject(cmp)
@@ -356,7 +355,7 @@ class _Builder:
 
     def constant(self, node: ast.Constant) -> Scalar:
         v = node.value
-        if isinstance(v, bool) or isinstance(v, float):
+        if isinstance(v, (bool, float)):
             return v
         if isinstance(v, int):
             if abs(v) >= 2**63:
@@ -498,7 +497,7 @@ def _infer(node: _Node, colls: Mapping[str, str | None], text: str) -> tuple[str
             )
         if node.single:
             return None, ex
-        a = "" if node.start is None else node.start
+        a = node.start or 0  # x[:, :3] and x[:, 0:3] have the same offsets
         b = "" if node.stop is None else node.stop
         return f"{coll}[:, {a}:{b}]", ex
     assert isinstance(node, _Op)
@@ -665,7 +664,7 @@ class _Evaluator:
             ) from None
         if len(col) != self.n:
             raise SchemaError(f"column {path!r} has {len(col)} events, expected {self.n}")
-        if isinstance(col, Jagged) or isinstance(col, np.ndarray):
+        if isinstance(col, (Jagged, np.ndarray)):
             return col
         return np.asarray(col)
 
@@ -719,7 +718,7 @@ class _Evaluator:
         if op == "not":
             return np.logical_not(_coerce(raws)[0])
         if op in ("and", "or"):
-            fn = np.logical_and if op == "and" else np.logical_or
+            fn: Any = np.logical_and if op == "and" else np.logical_or
             vals = _coerce(raws)
             out = fn(vals[0], vals[1])
             for v in vals[2:]:
@@ -752,7 +751,7 @@ class _Evaluator:
             dtype = content.dtype if kind in "fc" else np.dtype(np.int64)
             return _segment_reduce(np.add, content, offsets, 0, dtype)
         if op in ("any", "all"):
-            fn = np.logical_or if op == "any" else np.logical_and
+            fn: Any = np.logical_or if op == "any" else np.logical_and
             return _segment_reduce(fn, content != 0, offsets, op == "all", bool)
         fdtype = content.dtype if kind == "f" else np.dtype(np.float64)
         if op == "mean":
@@ -785,9 +784,14 @@ class _Evaluator:
         new_counts = np.maximum(stop - start, 0)
         new_offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(new_counts, out=new_offsets[1:])
-        local = np.arange(new_offsets[-1], dtype=np.int64) - np.repeat(new_offsets[:-1], new_counts)
-        index = np.repeat(offsets[:-1] + start, new_counts) + local
-        return Jagged(new_offsets, content[index])
+        local = value.local_index()
+        keep = np.ones(len(content), dtype=bool)
+        for bound, cmp in ((node.start, np.greater_equal), (node.stop, np.less)):
+            if bound is not None:
+                # a bound >= 0 is the same for every event; a negative one counts from the end
+                per = bound if bound >= 0 else np.repeat(counts + bound, counts)
+                keep &= cmp(local, per)
+        return Jagged(new_offsets, content[keep])
 
 
 def _clip_bound(bound: int | None, counts: np.ndarray, default: int | None) -> np.ndarray:

@@ -60,11 +60,10 @@ def starter_yaml(
     src = _open(source, storage_options)
     doc, skipped, read = _starter(src, max_entries, percentile)
     header = (
-        f"Starter schema for {src.url}:{src.tree} ({src.num_entries} entries),\n"
-        "written by `rntensor schema init`.  Padded lengths are the "
-        f"{percentile:g}th percentile of objects per event\n"
-        f"over the first {read} entries.  Edit it: add defines, a selection, sort_by and\n"
-        "labels, move fields between outputs; see the schemas/ folder for examples."
+        f"Starter schema for {src.url}:{src.tree} ({src.num_entries} entries), written by\n"
+        f"`rntensor schema init`.  Padded lengths are the {percentile:g}th percentile of objects\n"
+        f"per event over the first {read} entries.  Edit it: add defines, a selection, sort_by\n"
+        "and labels, or move fields between outputs; see the schemas/ folder for examples."
     )
     text = load_schema(doc).to_yaml(header=header)
     if skipped:
@@ -121,7 +120,7 @@ def _starter(
             name += "_objects"
         col = columns.get(paths[0])
         counts = col.counts if isinstance(col, Jagged) else np.zeros(0, dtype=np.int64)
-        length = int(math.ceil(np.percentile(counts, percentile))) if len(counts) else 1
+        length = math.ceil(np.percentile(counts, percentile)) if len(counts) else 1
         outputs[name] = {"fields": paths, "length": max(1, length)}
     doc: dict[str, Any] = {
         "name": _identifier(src.name.rsplit(".", 1)[0], "schema"),

@@ -172,7 +172,7 @@ def _parse_yaml(text: str, path: str | None) -> Any:
         raise SchemaError(f"schema text of {len(text)} characters is longer than the limit")
     where = f"schema file {path}" if path else "schema text"
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -526,7 +526,8 @@ class _Resolver:
         if fi is None:
             hint = did_you_mean(name, [*self.fields, *self.defines])
             if not re.match(r"^[A-Za-z_][\w.]*$", name):
-                hint += " list names here; write expressions in 'define' and use its name"
+                hint = " only names go here: write the expression in 'define' and use the "
+                hint += "define's name;" + did_you_mean(name, [*self.fields, *self.defines])
             raise SchemaError(
                 f"unknown field {name!r} in {where};"
                 f"{hint or ' it is neither a field of the input nor a define'}"
@@ -603,7 +604,7 @@ class _Resolver:
                 f"event; reduce it, e.g. any({sel.text}) or all({sel.text})"
             )
         dtype = self.value(sel, "the selection").dtype
-        if dtype != bool:
+        if dtype.kind != "b":
             raise SchemaError(
                 f"the selection {sel.text!r} gives {dtype} values, not a condition (true or "
                 f"false per event); compare it, e.g. '{sel.text} > 0'"
@@ -676,7 +677,9 @@ class _Resolver:
 
 
 def _noun(coll: str) -> str:
-    base = coll.split("[", 1)[0].rstrip("s") or "object"
+    base = coll.split("[", 1)[0] or "object"
+    if base.endswith("s") and not base.endswith("ss") and len(base) > 3:
+        base = base[:-1]  # Tracks → track
     return base.lower()
 
 

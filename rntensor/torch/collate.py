@@ -92,7 +92,7 @@ def resolve_outputs(
         mean = inv_std = None
         if normalize and m.get("normalize") == "standard" and kind in ("padded", "flat", "ragged"):
             mean, inv_std = _standard(name, list(m.get("fields") or []), stats or {}, where)
-        mask = f"{name}_mask" if kind == "padded" and f"{name}_mask" in meta else None
+        mask_name = f"{name}_mask" if kind == "padded" and f"{name}_mask" in meta else None
         outputs.append(
             Output(
                 name,
@@ -102,7 +102,7 @@ def resolve_outputs(
                 classes=m.get("classes"),
                 mean=mean,
                 inv_std=inv_std,
-                mask=mask,
+                mask=mask_name,
                 pad_value=float((outs_schema.get(name) or {}).get("pad_value", 0.0) or 0.0),
             )
         )
@@ -186,11 +186,32 @@ def gather(outputs: Sequence[Output], parts: Sequence[Part], n: int) -> dict[str
                 out[p.index] = np.take(p.arrays[o.name], p.rows, axis=0)
         batch[o.name] = out
     for o in outputs:
-        if o.mean is None or o.inv_std is None:
-            continue
-        x = batch[o.name]
-        np.subtract(x, o.mean, out=x, casting="unsafe")
-        np.multiply(x, o.inv_std, out=x, casting="unsafe")
-        if o.mask is not None:
-            np.copyto(x, np.asarray(o.pad_value, dtype=x.dtype), where=~batch[o.mask][..., None])
+        if o.mean is not None and o.inv_std is not None:
+            mask = batch[o.mask] if o.mask else None
+            _normalize(batch[o.name], o.mean, o.inv_std, mask, o.pad_value)
     return batch
+
+
+def _normalize(
+    x: np.ndarray, mean: np.ndarray, inv_std: np.ndarray, mask: np.ndarray | None, pad: float
+) -> None:
+    """``(x - mean) / std`` in place over the last axis; masked-out slots back to ``pad``.
+
+    Numpy is slow at broadcasting over a short last axis (F ~ 5), so a padded ``(n, L, F)``
+    batch is handled as ``(n, L * F)`` with the statistics tiled ``L`` times and the mask
+    repeated ``F`` times: about 3x faster.
+    """
+    nf = len(mean)
+    flat = x.reshape(len(x), -1)
+    reps = flat.shape[1] // nf
+    if reps > 1:
+        mean, inv_std = np.tile(mean, reps), np.tile(inv_std, reps)
+    np.subtract(flat, mean, out=flat, casting="unsafe")
+    np.multiply(flat, inv_std, out=flat, casting="unsafe")
+    if mask is None:
+        return
+    keep = np.repeat(mask, nf, axis=1)
+    if pad == 0.0:
+        np.multiply(flat, keep, out=flat)
+    else:
+        np.copyto(flat, np.asarray(pad, dtype=x.dtype), where=~keep)

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from rntensor.cache.read import CacheReader, open_cache
-from rntensor.errors import CacheError
+from rntensor.errors import CacheError, RNTensorError
 from rntensor.torch.collate import Part, gather, resolve_outputs
 from rntensor.torch.plan import (
     SPLITS,
@@ -32,7 +32,7 @@ from rntensor.torch.plan import (
     split_mask,
 )
 
-__all__ = ["CacheDataset", "check_common", "parts_of_batch", "to_tensors"]
+__all__ = ["CacheDataset", "WorkerFailure", "check_common", "parts_of_batch", "to_tensors"]
 
 _BUFFER = 3  # plan's generator purpose for the shuffle buffer
 
@@ -96,16 +96,22 @@ def num_batches(rows: int, batch_size: int, drop_last: bool) -> int:
 def parts_of_batch(pos: np.ndarray, starts: np.ndarray, part_for: Any) -> list[Part]:
     """Cut a batch's stream positions into one :class:`Part` per segment they fall in.
 
-    ``part_for(k, local)`` returns the Part of segment ``k`` for local indices ``local``.
+    ``part_for(k, local, index)`` returns the Part of segment ``k`` for its local indices
+    ``local``, taken into batch positions ``index`` (``None``: the whole batch, in order).
     """
     seg = np.searchsorted(starts, pos, side="right") - 1
-    if seg[0] == seg[-1] and (len(seg) < 3 or seg.min() == seg.max()):
-        k = int(seg[0])
-        return [part_for(k, pos - starts[k], None)]
-    order = np.argsort(seg, kind="stable")
-    sorted_seg = seg[order]
-    cuts = np.flatnonzero(np.diff(sorted_seg)) + 1
+    first, last = int(seg.min()), int(seg.max())
+    if first == last:
+        return [part_for(first, pos - starts[first], None)]
     parts = []
+    if last - first <= 16:  # the usual case: a few segments under the shuffle window
+        for k in range(first, last + 1):
+            ix = np.flatnonzero(seg == k)
+            if len(ix):
+                parts.append(part_for(k, pos[ix] - starts[k], ix))
+        return parts
+    order = np.argsort(seg, kind="stable")
+    cuts = np.flatnonzero(np.diff(seg[order])) + 1
     for ix in np.split(order, cuts):
         k = int(seg[ix[0]])
         parts.append(part_for(k, pos[ix] - starts[k], ix))
@@ -114,6 +120,32 @@ def parts_of_batch(pos: np.ndarray, starts: np.ndarray, part_for: Any) -> list[P
 
 def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+
+class WorkerFailure:
+    """An rntensor error in a DataLoader worker, sent in place of the batch it spoiled.
+
+    torch re-raises worker exceptions with the traceback folded into the message; sent as a
+    value, the error reaches the caller as it was raised (type, message, shard context).
+    """
+
+    def __init__(self, error: RNTensorError) -> None:
+        self.error = error
+
+
+def worker_batches(
+    batches: Iterator[dict[str, np.ndarray]], worker: int, workers: int, rank: int, in_worker: bool
+) -> Iterator[dict[str, torch.Tensor] | WorkerFailure]:
+    """Tensors of ``batches``; in a worker process an rntensor error becomes a WorkerFailure."""
+    try:
+        for batch in batches:
+            yield to_tensors(batch)
+    except RNTensorError as err:
+        if not in_worker:
+            raise
+        yield WorkerFailure(
+            err.with_context(f"DataLoader worker {worker} of {workers}, rank {rank}")
+        )
 
 
 @dataclass
@@ -222,7 +254,7 @@ class CacheDataset(IterableDataset):
                 self.split,
                 self.fractions,
             )
-            counts[i] = int(np.count_nonzero(mask))
+            counts[i] = 0 if mask is None else int(np.count_nonzero(mask))
         return counts
 
     def _source_name(self, i: int) -> str:
@@ -255,11 +287,11 @@ class CacheDataset(IterableDataset):
         )
 
     # -- iteration ----------------------------------------------------------------------
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor] | WorkerFailure]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for batch in self.iter_numpy(worker, workers):
-            yield to_tensors(batch)
+        batches = self.iter_numpy(worker, workers)
+        return worker_batches(batches, worker, workers, self.rank, info is not None)
 
     def iter_numpy(self, worker: int = 0, workers: int = 1) -> Iterator[dict[str, np.ndarray]]:
         """The numpy batches of worker ``worker`` of ``workers`` (from ``start_batch``)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ class DevicePrefetcher:
     """
 
     def __init__(
-        self, batches: Iterable[Batch], device: torch.device | str | None, *, depth: int = 2
+        self, batches: Iterable[Any], device: torch.device | str | None, *, depth: int = 2
     ) -> None:
         if not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be an int >= 1, got {depth!r}")
@@ -37,26 +38,29 @@ class DevicePrefetcher:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.depth = depth
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Any]:
         if self.device.type == "cpu":
             yield from self.batches
             return
         if self.device.type != "cuda":
             for b in self.batches:
-                yield {k: v.to(self.device) for k, v in b.items()}
+                yield {k: v.to(self.device) for k, v in b.items()} if isinstance(b, dict) else b
             return
         yield from self._cuda()
 
-    def _cuda(self) -> Iterator[Batch]:
+    def _cuda(self) -> Iterator[Any]:
         side = torch.cuda.Stream(device=self.device)
         it = iter(self.batches)
-        inflight: deque[tuple[Batch, torch.cuda.Event]] = deque()
+        inflight: deque[tuple[Any, torch.cuda.Event | None]] = deque()
 
         def launch() -> bool:
             try:
                 host = next(it)
             except StopIteration:
                 return False
+            if not isinstance(host, dict):  # e.g. a worker's error: passed along in order
+                inflight.append((host, None))
+                return True
             with torch.cuda.stream(side):
                 moved = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
                 done = torch.cuda.Event()
@@ -69,10 +73,11 @@ class DevicePrefetcher:
                 break
         while inflight:
             moved, done = inflight.popleft()
-            current = torch.cuda.current_stream(self.device)
-            current.wait_event(done)
-            for t in moved.values():
-                t.record_stream(current)  # freed only after the consumer's work on it
+            if done is not None:
+                current = torch.cuda.current_stream(self.device)
+                current.wait_event(done)
+                for t in moved.values():
+                    t.record_stream(current)  # freed only after the consumer's work on it
             launch()
             yield moved
 

@@ -14,10 +14,10 @@ The order of one epoch is defined for a rank, independently of the DataLoader wo
    ``even_split="drop"`` gives every rank ``N // W`` rows (the last ``N % W`` rows of the
    permuted stream are skipped this epoch); ``"repeat"`` gives every rank ``ceil(N / W)`` rows,
    wrapping around to the start of the stream (a few rows are seen twice).
-4. **Shuffle buffer.** The rank stream position ``i`` gets the key ``i + buffer * u_i`` with
-   ``u_i`` the ``i``-th double of a (seed, epoch, rank) generator, and events are emitted in key
-   order (a streaming "jitter sort"): an event moves at most ``buffer`` places, so only the
-   shards under a window of ``buffer`` events are ever open.
+4. **Shuffle buffer.** The rank stream position ``i`` gets the key ``i + floor(buffer * u_i)``
+   with ``u_i`` the ``i``-th double of a (seed, epoch, rank) generator, and events are emitted in
+   key order, ties by position (a streaming "jitter sort"): an event moves less than ``buffer``
+   places, so only the shards under a window of ``buffer`` events are ever open.
 5. **Batches.** Batch ``b`` is positions ``[b B, (b+1) B)`` of that order.  Workers take batches
    round-robin; the order never depends on the number of workers.
 """
@@ -187,25 +187,35 @@ class RankPlan:
 
 
 class WindowShuffle:
-    """Streaming jitter sort: position ``i`` gets key ``i + buffer * u_i``; emit in key order.
+    """Streaming jitter sort: position ``i`` gets key ``i + floor(buffer * u_i)``, ties broken
+    by ``i``; positions are emitted in key order.
+
+    Keys are packed into one int64, ``(i + j) << b | (i mod 2**b)`` with ``2**b >= buffer``,
+    which is unique, so a plain (fast, unstable) sort gives a platform-independent order and
+    ``i`` is decoded from the sorted key without an ``argsort``.
 
     Args:
         buffer: how far (in events) an event may move; 0 keeps the order.
-        rng: the source of the ``u_i`` (consumed in position order, so the output does not
-            depend on how positions are pushed).
+        rng: the source of the ``u_i`` (doubles consumed in position order, so the output does
+            not depend on how positions are pushed).
     """
 
     def __init__(self, buffer: int, rng: np.random.Generator | None) -> None:
-        self.buffer = buffer
+        self.buffer = buffer if rng is not None else 0
         self.rng = rng
         self.pushed = 0
-        self._keys = np.empty(0, dtype=np.float64)
-        self._pos = np.empty(0, dtype=np.int64)
+        self._bits = max(1, int(self.buffer).bit_length())
+        self._keys = np.empty(0, dtype=np.int64)  # the pool: packed keys not yet emitted
 
     @property
     def low_water(self) -> int:
         """The smallest position not yet emitted."""
-        return int(self._pos.min()) if len(self._pos) else self.pushed
+        return int(self._decode(self._keys).min()) if len(self._keys) else self.pushed
+
+    def _decode(self, keys: np.ndarray) -> np.ndarray:
+        low = np.int64((1 << self._bits) - 1)
+        v = keys >> np.int64(self._bits)
+        return v - ((v - (keys & low)) & low)
 
     def push(self, count: int) -> np.ndarray:
         """Add the next ``count`` positions; return the positions now final, in order."""
@@ -213,18 +223,19 @@ class WindowShuffle:
         self.pushed += count
         if self.buffer <= 0 or self.rng is None:
             return pos
-        keys = pos + self.buffer * self.rng.random(count)
-        keys = np.concatenate([self._keys, keys])
-        pos = np.concatenate([self._pos, pos])
-        ready = keys < self.pushed  # every later key is >= self.pushed
-        out_keys, out_pos = keys[ready], pos[ready]
-        self._keys, self._pos = keys[~ready], pos[~ready]
-        return out_pos[np.argsort(out_keys, kind="stable")]
+        jitter = (self.rng.random(count) * self.buffer).astype(np.int64)
+        low = np.int64((1 << self._bits) - 1)
+        keys = ((pos + jitter) << np.int64(self._bits)) | (pos & low)
+        keys = np.concatenate([self._keys, keys]) if len(self._keys) else keys
+        ready = keys < (self.pushed << self._bits)  # every later key is at least this
+        out = np.sort(keys[ready])
+        self._keys = keys[~ready]
+        return self._decode(out)
 
     def flush(self) -> np.ndarray:
         """Emit whatever is left, in order."""
-        out = self._pos[np.argsort(self._keys, kind="stable")]
-        self._keys, self._pos = self._keys[:0], self._pos[:0]
+        out = self._decode(np.sort(self._keys))
+        self._keys = self._keys[:0]
         return out
 
 

@@ -24,7 +24,13 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from rntensor.torch.collate import Part, gather, resolve_outputs
-from rntensor.torch.dataset import _BUFFER, check_common, parts_of_batch, to_tensors
+from rntensor.torch.dataset import (
+    _BUFFER,
+    WorkerFailure,
+    check_common,
+    parts_of_batch,
+    worker_batches,
+)
 from rntensor.torch.plan import _ROW_ORDER, BatchCutter, epoch_rng, split_mask
 
 __all__ = ["RootTables", "StreamDataset", "TableSource"]
@@ -164,7 +170,7 @@ class StreamDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor] | WorkerFailure]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if self.start_batch and workers > 1:
@@ -174,8 +180,8 @@ class StreamDataset(IterableDataset):
                 "loading"
             )
         part = self.rank * workers + worker
-        for batch in self.iter_numpy(part, self.world_size * workers):
-            yield to_tensors(batch)
+        batches = self.iter_numpy(part, self.world_size * workers)
+        return worker_batches(batches, worker, workers, self.rank, info is not None)
 
     def iter_numpy(self, part: int = 0, num_parts: int = 1) -> Iterator[dict[str, np.ndarray]]:
         """The numpy batches of consumer ``part`` of ``num_parts``."""

@@ -136,11 +136,13 @@ def _describe(path: Path, writer: str, fmt: str, compression: str, records: bool
         codes = {int(p.compression_settings) for c in obj.page_link_list for p in c}
     else:
         starts = [int(x) for x in obj.common_entry_offsets()][:-1]
-        codes = {int(b.compression.code if b.compression else obj.file.fCompress)
-                 for b in obj.branches}
+        codes = {
+            int(b.compression.code if b.compression else obj.file.fCompress) for b in obj.branches
+        }
     if codes != {CODES[compression]}:
-        raise RuntimeError(f"{path.name}: compression settings {codes}, expected "
-                           f"{CODES[compression]}")
+        raise RuntimeError(
+            f"{path.name}: compression settings {codes}, expected {CODES[compression]}"
+        )
     jets = obj["nJet"].array(library="np")
     muons = obj["nMuon"].array(library="np")
     return {
@@ -173,22 +175,36 @@ def main() -> int:
             if writer == "ROOT":
                 src = os.path.join(tmp, f"src_{fmt}_{n_events}.root")
                 datagen.generate(
-                    src, n_events=n_events, fmt=fmt, compression=None, seed=SEED,
-                    cluster_entries=n_events, records=records, tree=TREE,
+                    src,
+                    n_events=n_events,
+                    fmt=fmt,
+                    compression=None,
+                    seed=SEED,
+                    cluster_entries=n_events,
+                    records=records,
+                    tree=TREE,
                 )
                 _snapshot(root, src, str(out), fmt, compression)
             else:
                 datagen.generate(
-                    out, n_events=n_events, fmt=fmt, compression=compression,
-                    level=LEVELS[compression], seed=SEED,
-                    cluster_entries=UPROOT_CLUSTER_ENTRIES, records=records, tree=TREE,
+                    out,
+                    n_events=n_events,
+                    fmt=fmt,
+                    compression=compression,
+                    level=LEVELS[compression],
+                    seed=SEED,
+                    cluster_entries=UPROOT_CLUSTER_ENTRIES,
+                    records=records,
+                    tree=TREE,
                 )
             entry = _describe(out, writer, fmt, compression, records)
             if entry["n_clusters"] < 3:
                 raise RuntimeError(f"{out.name} has only {entry['n_clusters']} clusters")
             index.append(entry)
-            print(f"{out.name:32s} {entry['size_bytes']:>9,d} B  {entry['n_entries']} entries, "
-                  f"{entry['n_clusters']} clusters")
+            print(
+                f"{out.name:32s} {entry['size_bytes']:>9,d} B  {entry['n_entries']} entries, "
+                f"{entry['n_clusters']} clusters"
+            )
     doc = {
         "description": "Fixture files for rntensor's tests; regenerate with "
         "`python tests/data/make_fixtures.py` (needs `pip install root`).",

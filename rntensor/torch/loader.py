@@ -1,0 +1,336 @@
+"""``DataLoader``: a converted cache (or a stream of ROOT tables) → batches of tensors.
+
+Built on ``torch.utils.data.DataLoader`` (worker processes, pinning) over an
+``IterableDataset`` that yields whole batches.  What this class adds: rank detection, epochs,
+the exact mid-epoch resume, the device prefetcher and the final touches (nested tensors,
+one-hot labels).
+
+Resume contract: ``state_dict()`` records (epoch, seed, batches handed to the consumer,
+world size, batch size); a loader given it with ``load_state_dict`` yields exactly the remaining
+batches of that epoch.  The fast-forward replays index arithmetic only: the skipped batches'
+shards are neither read nor decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.utils.data
+
+from rntensor.cache.read import CacheReader
+from rntensor.torch.dataset import CacheDataset, WorkerFailure
+from rntensor.torch.device import DevicePrefetcher, finalize
+from rntensor.torch.stream import RootTables, StreamDataset, TableSource
+
+__all__ = ["DataLoader"]
+
+STATE_VERSION = 1
+_MUST_MATCH = ("world_size", "batch_size", "shuffle", "shuffle_buffer", "split", "drop_last")
+
+
+def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int, bool]:
+    if rank is not None and world_size is not None:
+        return rank, world_size, False
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return (
+            dist.get_rank() if rank is None else rank,
+            dist.get_world_size() if world_size is None else world_size,
+            True,
+        )
+    return rank or 0, world_size or 1, False
+
+
+class DataLoader:
+    """Batches of a converted cache for training: ``dict[str, Tensor]`` per batch.
+
+    Args:
+        cache: cache folder or URL, or an open :class:`~rntensor.cache.read.CacheReader`.
+        batch_size: events per batch.
+        shuffle: permute shards and rows per epoch and run the shuffle buffer.
+        seed: with the epoch (:meth:`set_epoch`), determines the order for a given world size,
+            whatever ``num_workers`` is.
+        shuffle_buffer: how far, in events, the buffer moves an event; peak memory is this
+            window plus the shards under it.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None``; see ``fractions``.
+        fractions: (train, val, test), by a hash of (source file name, ``_entry``).
+        num_workers: DataLoader worker processes (0: in this process).
+        rank, world_size: this process's share; default from ``torch.distributed`` when it is
+            initialised, else 0 and 1.
+        even_split: ``"drop"`` (or ``True``): every rank gets ``N // world_size`` events, the
+            last ``N % world_size`` of the epoch's permuted stream are skipped that epoch;
+            ``"repeat"``: ``ceil(N / world_size)`` each, a few events seen twice.  DDP needs one.
+        drop_last: drop each rank's last, incomplete batch.
+        columns: columns to yield (default every model column; a padded output brings its mask).
+        keep: also yield the ``keep`` columns, ``_entry`` and ``_shard``.
+        normalize: apply the manifest statistics to ``normalize: standard`` outputs (padded
+            slots keep the pad value; use the mask).
+        one_hot: labels with ``classes`` as one-hot float32 ``(B, classes)``.
+        ragged: ``"nested"`` (jagged-layout nested tensor ``(B, j, F)``) or ``"offsets"``
+            (values ``(total, F)`` + ``<name>_offsets`` ``(B + 1,)``).
+        pin_memory: pin host batches (default: when ``device`` is CUDA).
+        device: move batches there with asynchronous copies on a side stream.
+        device_prefetch: batches in flight to the device.
+        prefetch_factor: batches each worker prepares ahead.
+        multiprocessing_context: for the workers (``"fork"``, ``"spawn"``, ``"forkserver"``).
+        timeout_s: how long to wait for a worker's batch (0: forever).
+        **open_options: ``storage_options``, ``schema_fingerprint``, ``local_cache``,
+            ``local_cache_bytes``, ``verify`` for :func:`~rntensor.cache.read.open_cache`.
+    """
+
+    def __init__(
+        self,
+        cache: str | os.PathLike[str] | CacheReader,
+        *,
+        batch_size: int = 1024,
+        shuffle: bool = False,
+        seed: int = 0,
+        shuffle_buffer: int = 65536,
+        split: str | None = None,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        num_workers: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        even_split: bool | str = False,
+        drop_last: bool = False,
+        columns: Sequence[str] | None = None,
+        keep: bool = False,
+        normalize: bool = True,
+        one_hot: bool = False,
+        ragged: Literal["nested", "offsets"] = "nested",
+        pin_memory: bool | None = None,
+        device: str | torch.device | None = None,
+        device_prefetch: int = 2,
+        prefetch_factor: int = 2,
+        multiprocessing_context: str | None = None,
+        timeout_s: float = 0.0,
+        **open_options: Any,
+    ) -> None:
+        rank, world_size, from_dist = _distributed(rank, world_size)
+        if from_dist and world_size > 1 and not even_split:
+            warnings.warn(
+                "torch.distributed is initialised but even_split is off: ranks may get "
+                "different numbers of batches and DDP would hang; pass even_split='drop' or "
+                "'repeat'",
+                stacklevel=2,
+            )
+        dataset = CacheDataset(
+            cache, batch_size=batch_size, shuffle=shuffle, seed=seed,
+            shuffle_buffer=shuffle_buffer, split=split, fractions=fractions, rank=rank,
+            world_size=world_size, even_split=even_split, drop_last=drop_last,
+            columns=columns, keep=keep, normalize=normalize, **open_options,
+        )  # fmt: skip
+        self._setup(
+            dataset, num_workers=num_workers, one_hot=one_hot, ragged=ragged,
+            pin_memory=pin_memory, device=device, device_prefetch=device_prefetch,
+            prefetch_factor=prefetch_factor, multiprocessing_context=multiprocessing_context,
+            timeout_s=timeout_s,
+        )  # fmt: skip
+
+    def _setup(
+        self,
+        dataset: CacheDataset | StreamDataset,
+        *,
+        num_workers: int,
+        one_hot: bool,
+        ragged: str,
+        pin_memory: bool | None,
+        device: str | torch.device | None,
+        device_prefetch: int,
+        prefetch_factor: int,
+        multiprocessing_context: str | None,
+        timeout_s: float,
+    ) -> None:
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if ragged not in ("nested", "offsets"):
+            raise ValueError(f"ragged must be 'nested' or 'offsets', got {ragged!r}")
+        if not isinstance(prefetch_factor, int) or prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor must be an int >= 1, got {prefetch_factor!r}")
+        if not isinstance(device_prefetch, int) or device_prefetch < 1:
+            raise ValueError(f"device_prefetch must be an int >= 1, got {device_prefetch!r}")
+        if timeout_s < 0:
+            raise ValueError(f"timeout_s must be >= 0, got {timeout_s!r}")
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={device!r} but torch sees no CUDA device")
+        self.dataset = dataset
+        self.num_workers = num_workers
+        self.ragged = ragged
+        self.pin_memory = (self.device.type == "cuda") if pin_memory is None else bool(pin_memory)
+        self.device_prefetch = device_prefetch
+        self.prefetch_factor = prefetch_factor
+        self.multiprocessing_context = multiprocessing_context
+        self.timeout_s = float(timeout_s)
+        self._ragged = [o.name for o in dataset.outputs if o.kind == "ragged"]
+        self._one_hot = {
+            o.name: int(o.classes) for o in dataset.outputs if o.kind == "label" and o.classes
+        }
+        if one_hot and not self._one_hot:
+            raise ValueError("one_hot=True but no label column has 'classes'")
+        if not one_hot:
+            self._one_hot = {}
+        self.epoch = 0
+        self._yielded = 0
+        self._resume = 0
+
+    @classmethod
+    def from_root(
+        cls,
+        files: Sequence[str] | str,
+        schema: Any,
+        *,
+        tables: TableSource | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        step_size: int | str = "64 MB",
+        stats: Mapping[str, Any] | None = None,
+        batch_size: int = 1024,
+        shuffle: bool = False,
+        seed: int = 0,
+        shuffle_buffer: int = 65536,
+        split: str | None = None,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+        columns: Sequence[str] | None = None,
+        keep: bool = False,
+        normalize: bool = True,
+        **loader_options: Any,
+    ) -> DataLoader:
+        """Stream ROOT files without a cache (see :mod:`rntensor.torch.stream`).
+
+        ``tables`` replaces the ROOT reader with any table source; then ``schema`` is the
+        manifest-style ``columns`` description of its tables.  ``stats`` (e.g. a cache
+        manifest's) enables ``normalize``; without them, outputs are left raw only if
+        ``normalize=False``.  Other keywords as for the constructor (``num_workers``,
+        ``device``, ``ragged``, ``one_hot``, ...).
+        """
+        rank, world_size, _ = _distributed(rank, world_size)
+        if tables is None:
+            root = RootTables(
+                [files] if isinstance(files, str) else list(files), schema,
+                storage_options=storage_options, step_size=step_size, shuffle=shuffle, seed=seed,
+            )  # fmt: skip
+            tables, meta, schema_dict = root, root.columns, None
+        else:
+            meta, schema_dict = schema, None
+        dataset = StreamDataset(
+            tables, meta, stats=stats, schema=schema_dict, batch_size=batch_size,
+            shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, split=split,
+            fractions=fractions, rank=rank, world_size=world_size, drop_last=drop_last,
+            columns=columns, keep=keep, normalize=normalize,
+        )  # fmt: skip
+        self = cls.__new__(cls)
+        self._setup(
+            dataset,
+            num_workers=loader_options.pop("num_workers", 0),
+            one_hot=loader_options.pop("one_hot", False),
+            ragged=loader_options.pop("ragged", "nested"),
+            pin_memory=loader_options.pop("pin_memory", None),
+            device=loader_options.pop("device", None),
+            device_prefetch=loader_options.pop("device_prefetch", 2),
+            prefetch_factor=loader_options.pop("prefetch_factor", 2),
+            multiprocessing_context=loader_options.pop("multiprocessing_context", None),
+            timeout_s=loader_options.pop("timeout_s", 0.0),
+        )
+        if loader_options:
+            raise TypeError(
+                f"from_root() got unexpected keyword arguments {sorted(loader_options)}"
+            )
+        return self
+
+    # -- epochs, sizes, state ---------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (its order); keeps a loaded resume point when it is that epoch."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        if epoch != self.epoch:
+            self._resume = 0
+            self._yielded = 0
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank (the whole epoch, also after a resume)."""
+        if not isinstance(self.dataset, CacheDataset):
+            raise TypeError("a streaming loader (from_root) does not know its length")
+        return len(self.dataset)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the consumer is: pass it to :meth:`load_state_dict` of a new loader."""
+        ds = self.dataset
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "seed": ds.seed,
+            "batches_yielded": self._yielded,
+            "world_size": ds.world_size,
+            "rank": ds.rank,
+            "batch_size": ds.batch_size,
+            "shuffle": ds.shuffle,
+            "shuffle_buffer": ds.shuffle_buffer,
+            "split": ds.split,
+            "drop_last": ds.drop_last,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next iteration yields the batches of ``state``'s epoch not yet yielded."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"loader state version {state.get('version')!r}, this rntensor reads "
+                f"{STATE_VERSION}; it was saved by another rntensor version"
+            )
+        mine = self.state_dict()
+        for key in _MUST_MATCH:
+            if state.get(key) != mine[key]:
+                raise ValueError(
+                    f"cannot resume exactly: the state was saved with {key}={state.get(key)!r}, "
+                    f"this loader has {key}={mine[key]!r}; build the loader with the same value"
+                )
+        done = int(state["batches_yielded"])
+        top = len(self.dataset) if isinstance(self.dataset, CacheDataset) else None
+        if done < 0 or (top is not None and done > top):
+            raise ValueError(f"batches_yielded={done} is outside [0, {top}]")
+        self.dataset.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+        self._resume = self._yielded = done
+
+    # -- iteration --------------------------------------------------------------------
+    def _torch_loader(self) -> torch.utils.data.DataLoader:
+        workers = self.num_workers
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            prefetch_factor=self.prefetch_factor if workers else None,
+            multiprocessing_context=self.multiprocessing_context if workers else None,
+            timeout=self.timeout_s if workers else 0,
+            persistent_workers=False,
+        )
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        start, self._resume = self._resume, 0
+        self.dataset.set_epoch(self.epoch)
+        self.dataset.start_batch = start
+        self._yielded = start
+        it = iter(self._torch_loader())
+        nested = self.ragged == "nested"
+        try:
+            for batch in DevicePrefetcher(it, self.device, depth=self.device_prefetch):
+                if isinstance(batch, WorkerFailure):
+                    raise batch.error
+                batch = finalize(batch, ragged=self._ragged, nested=nested, one_hot=self._one_hot)
+                self._yielded += 1
+                yield batch
+        finally:
+            # Stop the workers now (end, error or the consumer's break), not whenever the
+            # garbage collector gets to a reference cycle: by then multiprocessing may have
+            # finalized the queues the shutdown signal travels through (a 5 s wait per worker).
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()

@@ -1,0 +1,420 @@
+"""rntensor.torch: sharding, shuffling, splits, resume, collation of a synthetic cache.
+
+Most sharding checks run the dataset in-process and emulate the DataLoader workers
+(``iter_numpy(worker, workers)`` re-interleaved round-robin, which is what torch does); a few
+tests start real worker processes to pin that equivalence down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from _cache_factory import expected_rows, write_cache
+from _contracts import (
+    assert_deterministic,
+    assert_pickle_roundtrip,
+    assert_resume_from_midpoint,
+    assert_same_batches,
+)
+
+from rntensor.errors import CacheError, SchemaError
+from rntensor.torch import SPLITS, CacheDataset, DataLoader, DevicePrefetcher, StreamDataset
+from rntensor.torch.plan import BatchCutter, WindowShuffle, epoch_rng
+
+SOURCES = (("run1.root", 300), ("run2.root", 200), ("run3.root", 157))
+NAMES = [n for n, _ in SOURCES]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("cache")
+    return str(dest), write_cache(dest, SOURCES)
+
+
+def rows_of(batches) -> list[tuple[str, int]]:
+    """(source name, entry) of every event, in order (needs keep=True)."""
+    out = []
+    for b in batches:
+        run = np.asarray(b["run"])
+        ent = np.asarray(b["_entry"])
+        out += [(NAMES[r], int(e)) for r, e in zip(run.tolist(), ent.tolist(), strict=True)]
+    return out
+
+
+def emulate(ds: CacheDataset, workers: int) -> list[dict[str, np.ndarray]]:
+    """The batches torch's DataLoader yields with ``workers`` processes (round-robin)."""
+    streams = [list(ds.iter_numpy(w, workers)) for w in range(workers)]
+    return [b for group in itertools.zip_longest(*streams) for b in group if b is not None]
+
+
+def split_of(rows, split):
+    from rntensor.torch import split_mask
+
+    keep = []
+    for name, entry in rows:
+        if split_mask(name, np.array([entry]), split, (0.8, 0.1, 0.1))[0]:
+            keep.append((name, entry))
+    return keep
+
+
+@pytest.mark.parametrize("split", [None, "train"])
+@pytest.mark.parametrize("even_split", [False, "drop", "repeat"])
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_exactly_once(cache, world_size, workers, even_split, split):
+    path, manifest = cache
+    want = expected_rows(manifest) if split is None else split_of(expected_rows(manifest), split)
+    per_rank = []
+    for rank in range(world_size):
+        ds = CacheDataset(
+            path, batch_size=16, shuffle=True, seed=3, shuffle_buffer=40, split=split,
+            rank=rank, world_size=world_size, even_split=even_split, keep=True,
+        )  # fmt: skip
+        ds.set_epoch(1)
+        batches = emulate(ds, workers)
+        assert len(batches) == len(ds)
+        per_rank.append(rows_of(batches))
+        assert len(per_rank[-1]) == ds.num_rows
+    got = [r for rows in per_rank for r in rows]
+    counts = [len(r) for r in per_rank]
+    n = len(want)
+    if even_split == "drop":
+        assert counts == [n // world_size] * world_size
+        assert len(set(got)) == len(got) and set(got) <= set(want)
+    elif even_split == "repeat":
+        assert counts == [-(-n // world_size)] * world_size
+        assert set(got) == set(want) and len(got) - len(set(got)) == sum(counts) - n
+    else:
+        assert max(counts) - min(counts) <= 1
+        assert sorted(got) == sorted(want)  # every event of the split exactly once
+
+
+def test_real_workers_match_emulation_and_each_other(cache):
+    path, _ = cache
+
+    def make(workers):
+        return lambda: DataLoader(
+            path, batch_size=16, shuffle=True, seed=5, shuffle_buffer=64, split="train",
+            rank=1, world_size=2, even_split="drop", keep=True, num_workers=workers,
+            ragged="offsets",
+        )  # fmt: skip
+
+    assert_deterministic(make(0), epochs=(0, 1), other=make(2))
+    ds = make(0)().dataset
+    ds.set_epoch(1)
+    emulated = [{k: torch.from_numpy(v) for k, v in b.items()} for b in emulate(ds, 3)]
+    loader = make(3)()
+    loader.set_epoch(1)
+    assert_same_batches(list(loader), emulated)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch(cache, workers):
+    path, _ = cache
+
+    def make():
+        return DataLoader(
+            path, batch_size=16, shuffle=True, seed=11, shuffle_buffer=50, split="train",
+            rank=0, world_size=2, even_split="repeat", keep=True, num_workers=workers,
+        )  # fmt: skip
+
+    n, k = assert_resume_from_midpoint(make, epoch=2, stop_after=7)
+    assert n > k > 0
+
+
+def test_resume_fast_forward_skips_shards(cache, monkeypatch):
+    path, _ = cache
+    loader = DataLoader(path, batch_size=16, shuffle=True, seed=1, shuffle_buffer=16)
+    reads: list[int] = []
+    real = loader.dataset.reader.read_shard
+    monkeypatch.setattr(
+        loader.dataset.reader, "read_shard", lambda i, c=None: reads.append(i) or real(i, c)
+    )
+    full = list(loader)
+    assert len(reads) == len(loader.dataset.reader.shards)
+    state = loader.state_dict()
+    state["batches_yielded"] = len(full) - 2
+    reads.clear()
+    loader.load_state_dict(state)
+    tail = list(loader)
+    assert_same_batches(tail, full[-2:])
+    assert 0 < len(reads) <= 3  # only the shards under the last two batches' window
+
+
+def test_state_dict_checks(cache):
+    path, _ = cache
+    a = DataLoader(path, batch_size=16, rank=0, world_size=2)
+    state = a.state_dict()
+    with pytest.raises(ValueError, match=r"world_size=2.*world_size=3"):
+        DataLoader(path, batch_size=16, rank=0, world_size=3).load_state_dict(state)
+    with pytest.raises(ValueError, match="batch_size"):
+        DataLoader(path, batch_size=8, rank=0, world_size=2).load_state_dict(state)
+    b = DataLoader(path, batch_size=16, rank=1, world_size=2)
+    b.load_state_dict({**state, "epoch": 4, "batches_yielded": 3})  # another rank's state is fine
+    assert len(list(b)) == len(b) - 3
+    b.set_epoch(5)
+    assert len(list(b)) == len(b)
+
+
+def test_determinism_seed_and_epoch(cache):
+    path, _ = cache
+
+    def order(seed, epoch):
+        ld = DataLoader(path, batch_size=32, shuffle=True, seed=seed, keep=True)
+        ld.set_epoch(epoch)
+        return rows_of(ld)
+
+    a = order(1, 0)
+    assert a == order(1, 0)
+    assert a != order(1, 1) and a != order(2, 0)
+    assert sorted(a) == sorted(order(1, 1))
+    plain = DataLoader(path, batch_size=32, keep=True)
+    assert rows_of(plain) == expected_rows(plain.dataset.reader.manifest)
+
+
+def test_splits_disjoint_covering_and_stable(tmp_path):
+    a = write_cache(tmp_path / "a", SOURCES, shard_entries=64)
+    reordered = list(reversed(SOURCES))  # other file order, other shard cuts, other manifest order
+    b = write_cache(tmp_path / "b", reordered, shard_entries=50, shard_order=None)
+    got = {}
+    for name, path in (("a", tmp_path / "a"), ("b", tmp_path / "b")):
+        for split in SPLITS:
+            ld = DataLoader(path, batch_size=64, split=split, columns=["_entry", "run"])
+            names = [n for n, _ in (SOURCES if name == "a" else reordered)]
+            got[name, split] = {
+                (names[r], e)
+                for bt in ld
+                for r, e in zip(bt["run"].tolist(), bt["_entry"].tolist(), strict=True)
+            }
+    everything = set(expected_rows(a))
+    assert everything == set(expected_rows(b))
+    for name in ("a", "b"):
+        parts = [got[name, s] for s in SPLITS]
+        assert set().union(*parts) == everything
+        assert sum(len(p) for p in parts) == len(everything)  # disjoint
+    for split in SPLITS:
+        assert got["a", split] == got["b", split]
+    frac = len(got["a", "train"]) / len(everything)
+    assert 0.72 < frac < 0.88
+
+
+def test_normalization(cache):
+    path, manifest = cache
+    raw = next(iter(DataLoader(path, batch_size=64, normalize=False)))
+    norm = next(iter(DataLoader(path, batch_size=64)))
+    st = manifest["stats"]["jets"]
+    mean = np.array([st[f"j{k}"]["mean"] for k in range(5)], np.float32)
+    std = np.array([st[f"j{k}"]["std"] for k in range(5)], np.float32)
+    mask = raw["jets_mask"].numpy()
+    assert mask.any() and (~mask).any()
+    want = (raw["jets"].numpy() - mean) / std
+    got = norm["jets"].numpy()
+    np.testing.assert_allclose(got[mask], want[mask], rtol=1e-5, atol=1e-5)
+    assert (got[~mask] == 0.0).all()  # padded slots keep the pad value
+    real = np.concatenate(
+        [b["jets"][b["jets_mask"]].numpy() for b in DataLoader(path, batch_size=128)]
+    )
+    np.testing.assert_allclose(real.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(real.std(0), 1, atol=1e-3)
+    assert torch.equal(raw["scalars"], norm["scalars"])  # normalize: none
+
+
+def test_ragged_nested_and_offsets(cache):
+    path, _ = cache
+    kw = dict(batch_size=32, shuffle=True, seed=2, shuffle_buffer=100, keep=True)
+    off = next(iter(DataLoader(path, ragged="offsets", **kw)))
+    nested = next(iter(DataLoader(path, ragged="nested", **kw)))
+    e = off["_entry"].numpy()
+    assert np.array_equal(np.diff(off["muons_offsets"].numpy()), e % 4)
+    assert np.array_equal(off["muons"][:, 0].numpy(), np.repeat(e, e % 4))
+    mu = nested["muons"]
+    assert mu.is_nested and mu.size(0) == 32 and mu.size(2) == 3 and "muons_offsets" not in nested
+    assert torch.equal(mu.values(), off["muons"]) and torch.equal(
+        mu.offsets(), off["muons_offsets"]
+    )
+    for i, t in enumerate(mu.unbind()):
+        assert t.shape == (e[i] % 4, 3)
+
+
+def test_one_hot_columns_keep(cache):
+    path, _ = cache
+    b = next(iter(DataLoader(path, batch_size=8, one_hot=True, columns=["target", "jets"])))
+    assert set(b) == {"target", "jets", "jets_mask"}
+    assert b["target"].shape == (8, 3) and b["target"].dtype == torch.float32
+    assert torch.equal(b["target"].sum(1), torch.ones(8))
+    plain = next(iter(DataLoader(path, batch_size=8)))
+    assert set(plain) == {"jets", "jets_mask", "muons", "scalars", "target", "weight"}
+    with pytest.raises(SchemaError, match="did you mean 'jets'"):
+        DataLoader(path, columns=["jet"])
+
+
+def test_len_and_drop_last(cache):
+    path, manifest = cache
+    n = manifest["num_rows"]
+    for drop_last in (False, True):
+        ld = DataLoader(path, batch_size=50, drop_last=drop_last, shuffle=True)
+        sizes = [len(b["target"]) for b in ld]
+        assert len(sizes) == len(ld) == (n // 50 if drop_last else -(-n // 50))
+        assert sum(sizes) == (n - n % 50 if drop_last else n)
+
+
+def test_pickle_dataset(cache):
+    path, _ = cache
+    ds = CacheDataset(path, batch_size=16, shuffle=True, seed=4, split="val", keep=True)
+    ds.set_epoch(3)
+    list(ds.iter_numpy())  # opened, then pickled as a worker would get it
+
+    def same(a, b):
+        assert_same_batches(list(b.iter_numpy(1, 2)), list(a.iter_numpy(1, 2)))
+
+    assert_pickle_roundtrip(ds, same)
+
+
+def test_errors_surface(tmp_path):
+    write_cache(tmp_path / "c", SOURCES)
+    with pytest.raises(CacheError, match="schema fingerprint"):
+        DataLoader(tmp_path / "c", schema_fingerprint="nope")
+    m = write_cache(tmp_path / "d", SOURCES)
+    p = tmp_path / "d" / m["shards"][3]["path"]
+    p.write_bytes(p.read_bytes()[:100])
+    with pytest.raises(CacheError, match=r"truncated.*shard 3 .*run1\.root entries 192-256"):
+        list(DataLoader(tmp_path / "d", batch_size=32, num_workers=2))
+    with pytest.raises(ValueError, match="even_split"):
+        DataLoader(tmp_path / "c", even_split="sometimes")
+    with pytest.raises(ValueError, match="fractions"):
+        DataLoader(tmp_path / "c", split="train", fractions=(0.5, 0.1, 0.1))
+
+
+def test_rank_from_torch_distributed(cache, monkeypatch):
+    path, _ = cache
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ld = DataLoader(path, batch_size=16)
+    assert (ld.dataset.rank, ld.dataset.world_size) == (1, 3)
+    assert any("even_split" in str(w.message) for w in caught)
+    ld = DataLoader(path, batch_size=16, even_split=True, rank=0, world_size=2)
+    assert (ld.dataset.rank, ld.dataset.world_size, ld.dataset.even_split) == (0, 2, "drop")
+
+
+def shuffle_quality(rows: list[tuple[str, int]], order: list[tuple[str, int]]) -> float:
+    """Mean |source index distance| of consecutive events over that of a perfect shuffle."""
+    index = {r: i for i, r in enumerate(sorted(rows))}
+    idx = np.array([index[r] for r in order], dtype=np.float64)
+    n = len(idx)
+    return float(np.abs(np.diff(idx)).mean() / ((n + 1) / 3))
+
+
+def test_shuffle_quality(tmp_path, capsys):
+    sources = [(f"f{i}.root", 2500) for i in range(8)]
+    m = write_cache(tmp_path, sources, shard_entries=1000)
+    names = [n for n, _ in sources]
+    rows = expected_rows(m)
+    figures = {}
+    for buffer in (0, 1000, 5000):
+        ld = DataLoader(tmp_path, batch_size=256, shuffle=True, seed=0, shuffle_buffer=buffer,
+                        columns=["_entry", "run"])  # fmt: skip
+        order = [
+            (names[r], e)
+            for b in ld
+            for r, e in zip(b["run"].tolist(), b["_entry"].tolist(), strict=True)
+        ]
+        figures[buffer] = shuffle_quality(rows, order)
+    ordered = shuffle_quality(rows, sorted(rows))
+    with capsys.disabled():
+        print(
+            f"\nshuffle quality (1 = perfect shuffle, {len(rows)} events, shards of ~860): "
+            f"no shuffle {ordered:.4f}, "
+            + ", ".join(f"buffer {k}: {v:.3f}" for k, v in figures.items())
+        )
+    assert ordered < 0.001
+    assert figures[0] > 0.04 and figures[5000] > figures[1000] > figures[0]
+
+
+def test_window_shuffle_is_chunking_independent():
+    def run(chunks):
+        w = WindowShuffle(100, epoch_rng(1, 2, 3))
+        out = [w.push(c) for c in chunks] + [w.flush()]
+        return np.concatenate(out)
+
+    a, b = run([1000]), run([7, 300, 1, 692])
+    assert np.array_equal(a, b) and sorted(a.tolist()) == list(range(1000))
+    assert np.abs(a - np.arange(1000)).max() <= 100
+    cut = BatchCutter(64, drop_last=False, buffer=100, rng=epoch_rng(1, 2, 3))
+    batches = [*cut.feed(500), *cut.feed(500), *cut.finish()]
+    assert np.array_equal(np.concatenate([p for _, p, _ in batches]), a)
+    for j, (_, _, low) in enumerate(batches[:-1]):
+        assert low <= min(p.min() for _, p, _ in batches[j + 1 :])
+
+
+class FakeTables:
+    """A picklable table source: the synthetic cache's shards, split between consumers."""
+
+    def __init__(self, path):
+        from rntensor.cache.read import open_cache
+
+        self.reader = open_cache(path)
+
+    def __call__(self, part, num_parts, epoch):
+        for i in range(part, len(self.reader.shards), num_parts):
+            yield self.reader.read_shard(i), self.reader.shards[i]["source"]["name"]
+
+
+def test_stream_dataset_from_tables(cache):
+    path, manifest = cache
+    src = FakeTables(path)
+    cols = src.reader.columns
+    want = split_of(expected_rows(manifest), "train")
+    got = []
+    for rank in range(2):
+        ld = DataLoader.from_root(
+            [], cols, tables=src, stats=src.reader.stats, batch_size=16, shuffle=True, seed=1,
+            shuffle_buffer=30, split="train", rank=rank, world_size=2, keep=True,
+        )  # fmt: skip
+        assert isinstance(ld.dataset, StreamDataset)
+        got += rows_of(ld)
+    assert sorted(got) == sorted(want)
+    # shared collation: same batch contents as the cache path without shuffling
+    a = list(
+        DataLoader.from_root([], cols, tables=src, stats=src.reader.stats, batch_size=40, keep=True)
+    )
+    b = list(DataLoader(path, batch_size=40, keep=True))
+    for x, y in zip(a, b, strict=True):
+        x.pop("_shard"), y.pop("_shard")
+    assert_same_batches(a, b)
+    with pytest.raises(CacheError, match="no statistics"):
+        DataLoader.from_root([], cols, tables=src)
+
+
+def test_device_prefetcher_cpu_passthrough(cache):
+    path, _ = cache
+    ld = DataLoader(path, batch_size=16, device="cpu", ragged="offsets")
+    batches = list(ld)
+    assert all(t.device.type == "cpu" for b in batches for t in b.values())
+    src = [{"x": torch.arange(3)}]
+    assert list(DevicePrefetcher(src, "cpu")) == src
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_prefetcher_cuda(cache):
+    path, _ = cache
+    cpu = list(DataLoader(path, batch_size=16, shuffle=True, seed=1, keep=True, ragged="offsets"))
+    ld = DataLoader(path, batch_size=16, shuffle=True, seed=1, keep=True, device="cuda",
+                    num_workers=2)  # fmt: skip
+    assert ld.pin_memory
+    got = list(ld)
+    assert all(t.is_cuda for b in got for t in b.values())
+    for g, c in zip(got, cpu, strict=True):
+        mu = g.pop("muons")
+        assert torch.equal(mu.values().cpu(), c.pop("muons"))
+        assert torch.equal(mu.offsets().cpu(), c.pop("muons_offsets"))
+        assert all(torch.equal(g[k].cpu(), c[k]) for k in c)
