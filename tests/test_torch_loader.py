@@ -45,10 +45,14 @@ def rows_of(batches) -> list[tuple[str, int]]:
     return out
 
 
-def emulate(ds: CacheDataset, workers: int) -> list[dict[str, np.ndarray]]:
-    """The batches torch's DataLoader yields with ``workers`` processes (round-robin)."""
-    streams = [list(ds.iter_numpy(w, workers)) for w in range(workers)]
-    return [b for group in itertools.zip_longest(*streams) for b in group if b is not None]
+def emulate(ds: CacheDataset, workers: int, group: int = 1) -> list[dict[str, np.ndarray]]:
+    """The batches torch's DataLoader yields with ``workers`` processes: each worker's
+    groups of ``group`` batches, round-robin."""
+    streams = []
+    for w in range(workers):
+        mine = list(ds.iter_numpy(w, workers, group))
+        streams.append([mine[i : i + group] for i in range(0, len(mine), group)])
+    return [b for turn in itertools.zip_longest(*streams) for g in turn if g for b in g]
 
 
 def split_of(rows, split):
@@ -66,6 +70,7 @@ def split_of(rows, split):
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 def test_exactly_once(cache, world_size, workers, even_split, split):
+    group = 1 if workers == 1 else 2
     path, manifest = cache
     want = expected_rows(manifest) if split is None else split_of(expected_rows(manifest), split)
     per_rank = []
@@ -75,7 +80,7 @@ def test_exactly_once(cache, world_size, workers, even_split, split):
             rank=rank, world_size=world_size, even_split=even_split, keep=True,
         )  # fmt: skip
         ds.set_epoch(1)
-        batches = emulate(ds, workers)
+        batches = emulate(ds, workers, group)
         assert len(batches) == len(ds)
         per_rank.append(rows_of(batches))
         assert len(per_rank[-1]) == ds.num_rows
@@ -106,8 +111,9 @@ def test_real_workers_match_emulation_and_each_other(cache):
     assert_deterministic(make(0), epochs=(0, 1), other=make(2))
     ds = make(0)().dataset
     ds.set_epoch(1)
-    emulated = [{k: torch.from_numpy(v) for k, v in b.items()} for b in emulate(ds, 3)]
+    emulated = [{k: torch.from_numpy(v) for k, v in b.items()} for b in emulate(ds, 3, 2)]
     loader = make(3)()
+    loader.transfer_batches = 2
     loader.set_epoch(1)
     assert_same_batches(list(loader), emulated)
 
@@ -418,3 +424,50 @@ def test_device_prefetcher_cuda(cache):
         assert torch.equal(mu.values().cpu(), c.pop("muons"))
         assert torch.equal(mu.offsets().cpu(), c.pop("muons_offsets"))
         assert all(torch.equal(g[k].cpu(), c[k]) for k in c)
+
+
+def test_real_conversion_cache_and_from_root(small_dataset, tmp_path):
+    """A cache written by ``rntensor convert`` loads, and streaming the same ROOT files through
+    ``DataLoader.from_root`` gives the same rows, values and splits."""
+    from rntensor.cache.read import open_cache
+    from rntensor.convert import convert
+    from rntensor.demo import DEMO_SCHEMA
+
+    convert(
+        DEMO_SCHEMA, small_dataset.paths, str(tmp_path / "c"), scheduler="synchronous",
+        shard_size="60 kB", progress=False,
+    )  # fmt: skip
+    reader = open_cache(tmp_path / "c", verify="checksum")
+    reader.verify_shards()
+    assert len(reader.shards) > 3
+
+    def by_row(batches):
+        out = {}
+        for b in batches:
+            ids = zip(b["run"].tolist(), b["event"].tolist(), b["_entry"].tolist(), strict=True)
+            for i, key in enumerate(ids):
+                out[key] = (b["jets"][i], b["scalars"][i], b["muons"][i], int(b["target"][i]))
+        return out
+
+    kw = dict(batch_size=100, keep=True, ragged="nested")
+    cached = by_row(DataLoader(tmp_path / "c", shuffle=True, seed=3, shuffle_buffer=300, **kw))
+    streamed = by_row(
+        DataLoader.from_root(
+            small_dataset.paths, DEMO_SCHEMA, stats=reader.stats, step_size="60 kB", **kw
+        )
+    )
+    assert len(cached) == reader.num_rows and cached.keys() == streamed.keys()
+    for key, (jets, scalars, muons, target) in cached.items():
+        s = streamed[key]
+        assert torch.equal(jets, s[0]) and torch.equal(scalars, s[1]) and torch.equal(muons, s[2])
+        assert target == s[3]
+    for split in SPLITS:
+        cols = ["run", "event", "_entry"]
+        a = DataLoader(tmp_path / "c", batch_size=500, split=split, columns=cols)
+        b = DataLoader.from_root(
+            small_dataset.paths, DEMO_SCHEMA, stats=reader.stats, batch_size=500, split=split,
+            columns=cols, step_size="60 kB",
+        )  # fmt: skip
+        rows_a = sorted(zip(*(torch.cat([x[c] for x in a]).tolist() for c in cols), strict=True))
+        rows_b = sorted(zip(*(torch.cat([x[c] for x in b]).tolist() for c in cols), strict=True))
+        assert rows_a == rows_b and len(set(rows_a)) == len(rows_a) > 0

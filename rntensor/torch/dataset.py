@@ -1,10 +1,12 @@
 """``CacheDataset``: one rank's batches of a converted cache, as a torch ``IterableDataset``.
 
-The dataset yields whole batches (``dict[str, torch.Tensor]``; ragged columns as values +
-``<name>_offsets``), so the torch DataLoader runs with ``batch_size=None``.  The order of an
-epoch is fixed per rank by :mod:`rntensor.torch.plan`; DataLoader worker ``w`` of ``n``
-assembles batches ``start + w, start + w + n, …`` and torch hands them back round-robin, which is
-that same order, whatever ``n`` is.  Batches before ``start`` (a resume) and other workers'
+The dataset yields whole batches, each one byte buffer plus its layout (see
+:mod:`rntensor.torch.collate`; ragged columns as values + ``<name>_offsets``), so the torch
+DataLoader runs with ``batch_size=None``.  The order of an
+epoch is fixed per rank by :mod:`rntensor.torch.plan`.  Batches go to the DataLoader workers
+in groups of ``g`` consecutive ones (one transfer each): worker ``w`` of ``n`` assembles groups
+``w, w + n, …`` counted from ``start``, and torch hands the workers' outputs back round-robin,
+which is that same order, whatever ``n`` is.  Batches before ``start`` (a resume) and other workers'
 batches cost index arithmetic only: their shards are never decoded.
 """
 
@@ -21,7 +23,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from rntensor.cache.read import CacheReader, open_cache
 from rntensor.errors import CacheError, RNTensorError
-from rntensor.torch.collate import Part, gather, resolve_outputs
+from rntensor.torch.collate import Layout, Packed, Part, gather
+from rntensor.torch.columns import resolve_outputs
 from rntensor.torch.plan import (
     SPLITS,
     EvenSplit,
@@ -32,7 +35,7 @@ from rntensor.torch.plan import (
     split_mask,
 )
 
-__all__ = ["CacheDataset", "WorkerFailure", "check_common", "parts_of_batch", "to_tensors"]
+__all__ = ["CacheDataset", "WorkerFailure", "check_common", "parts_of_batch", "worker_batches"]
 
 _BUFFER = 3  # plan's generator purpose for the shuffle buffer
 
@@ -118,10 +121,6 @@ def parts_of_batch(pos: np.ndarray, starts: np.ndarray, part_for: Any) -> list[P
     return parts
 
 
-def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v) for k, v in batch.items()}
-
-
 class WorkerFailure:
     """An rntensor error in a DataLoader worker, sent in place of the batch it spoiled.
 
@@ -133,13 +132,35 @@ class WorkerFailure:
         self.error = error
 
 
+Item = tuple[torch.Tensor, tuple[Layout, ...]]
+
+
+def pack_group(batches: list[Packed]) -> Item:
+    """Several batches as one buffer: one shared-memory segment, one pin, one device copy."""
+    if len(batches) == 1:
+        return torch.from_numpy(batches[0].buffer), (batches[0].layout,)
+    layouts, base = [], 0
+    for b in batches:
+        layouts.append(tuple((n, d, s, off + base) for n, d, s, off in b.layout))
+        base += len(b.buffer)
+    return torch.from_numpy(np.concatenate([b.buffer for b in batches])), tuple(layouts)
+
+
 def worker_batches(
-    batches: Iterator[dict[str, np.ndarray]], worker: int, workers: int, rank: int, in_worker: bool
-) -> Iterator[dict[str, torch.Tensor] | WorkerFailure]:
-    """Tensors of ``batches``; in a worker process an rntensor error becomes a WorkerFailure."""
+    batches: Iterator[Packed], group: int, worker: int, workers: int, rank: int, in_worker: bool
+) -> Iterator[Item | WorkerFailure]:
+    """Items of ``group`` consecutive batches: ``(buffer tensor, layouts)`` (see
+    :func:`rntensor.torch.collate.unpack`); in a worker process an rntensor error becomes a
+    :class:`WorkerFailure`."""
+    pending: list[Packed] = []
     try:
         for batch in batches:
-            yield to_tensors(batch)
+            pending.append(batch)
+            if len(pending) == group:
+                yield pack_group(pending)
+                pending = []
+        if pending:
+            yield pack_group(pending)
     except RNTensorError as err:
         if not in_worker:
             raise
@@ -220,6 +241,7 @@ class CacheDataset(IterableDataset):
         self.prefetch_shards = int(prefetch_shards)
         self.epoch = 0
         self.start_batch = 0
+        self.transfer_batches = 1  # batches per worker → main process transfer (set by DataLoader)
         meta = self.reader.columns
         self.outputs = resolve_outputs(
             meta,
@@ -287,14 +309,23 @@ class CacheDataset(IterableDataset):
         )
 
     # -- iteration ----------------------------------------------------------------------
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor] | WorkerFailure]:
+    def __iter__(self) -> Iterator[Item | WorkerFailure]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        batches = self.iter_numpy(worker, workers)
-        return worker_batches(batches, worker, workers, self.rank, info is not None)
+        group = self.transfer_batches if info is not None else 1
+        batches = self.iter_packed(worker, workers, group)
+        return worker_batches(batches, group, worker, workers, self.rank, info is not None)
 
-    def iter_numpy(self, worker: int = 0, workers: int = 1) -> Iterator[dict[str, np.ndarray]]:
-        """The numpy batches of worker ``worker`` of ``workers`` (from ``start_batch``)."""
+    def iter_numpy(
+        self, worker: int = 0, workers: int = 1, group: int = 1
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """The numpy batches of worker ``worker`` of ``workers``, see :meth:`iter_packed`."""
+        for batch in self.iter_packed(worker, workers, group):
+            yield batch.arrays
+
+    def iter_packed(self, worker: int = 0, workers: int = 1, group: int = 1) -> Iterator[Packed]:
+        """The batches of worker ``worker`` of ``workers`` from ``start_batch``: groups of
+        ``group`` consecutive batches go to the workers round-robin."""
         plan = self.plan()
         rng = None
         if self.shuffle_buffer > 0:
@@ -308,7 +339,7 @@ class CacheDataset(IterableDataset):
             buffer=self.shuffle_buffer,
             rng=rng,
         ):
-            if b >= start and (b - start) % workers == worker:
+            if b >= start and ((b - start) // group) % workers == worker:
                 parts = parts_of_batch(
                     pos, plan.start, lambda k, local, ix: self._part(plan, opened, k, local, ix)
                 )

@@ -15,16 +15,32 @@ from typing import Any
 
 import torch
 
+from rntensor.torch.collate import Layout, unpack
+
 __all__ = ["DevicePrefetcher", "finalize"]
 
 Batch = dict[str, torch.Tensor]
+
+
+def _move(obj: Any, device: torch.device, moved: list[torch.Tensor]) -> Any:
+    """``obj`` with every tensor in it (dicts, tuples, lists) copied to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.to(device, non_blocking=True)
+        moved.append(t)
+        return t
+    if isinstance(obj, dict):
+        return {k: _move(v, device, moved) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_move(v, device, moved) for v in obj)
+    return obj
 
 
 class DevicePrefetcher:
     """Iterate ``batches`` moved to ``device``, copies running ahead on a side stream.
 
     Args:
-        batches: dicts of (preferably pinned) CPU tensors.
+        batches: items holding (preferably pinned) CPU tensors, in dicts, tuples or lists;
+            anything else is passed along as it is.
         device: target device; ``cpu`` (or ``None``) passes batches through.
         depth: batches whose copies are in flight ahead of the consumer (1-2 is enough).
     """
@@ -41,51 +57,54 @@ class DevicePrefetcher:
     def __iter__(self) -> Iterator[Any]:
         if self.device.type == "cpu":
             yield from self.batches
-            return
-        if self.device.type != "cuda":
+        elif self.device.type != "cuda":
             for b in self.batches:
-                yield {k: v.to(self.device) for k, v in b.items()} if isinstance(b, dict) else b
-            return
-        yield from self._cuda()
+                yield _move(b, self.device, [])
+        else:
+            yield from self._cuda()
 
     def _cuda(self) -> Iterator[Any]:
         side = torch.cuda.Stream(device=self.device)
         it = iter(self.batches)
-        inflight: deque[tuple[Any, torch.cuda.Event | None]] = deque()
+        inflight: deque[tuple[Any, list[torch.Tensor], torch.cuda.Event]] = deque()
 
         def launch() -> bool:
             try:
                 host = next(it)
             except StopIteration:
                 return False
-            if not isinstance(host, dict):  # e.g. a worker's error: passed along in order
-                inflight.append((host, None))
-                return True
+            moved: list[torch.Tensor] = []
             with torch.cuda.stream(side):
-                moved = {k: v.to(self.device, non_blocking=True) for k, v in host.items()}
+                item = _move(host, self.device, moved)
                 done = torch.cuda.Event()
                 done.record(side)
-            inflight.append((moved, done))
+            inflight.append((item, moved, done))
             return True
 
         for _ in range(self.depth):
             if not launch():
                 break
         while inflight:
-            moved, done = inflight.popleft()
-            if done is not None:
-                current = torch.cuda.current_stream(self.device)
-                current.wait_event(done)
-                for t in moved.values():
-                    t.record_stream(current)  # freed only after the consumer's work on it
+            item, moved, done = inflight.popleft()
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(done)  # this batch's copies only, not the ones behind it
+            for t in moved:
+                t.record_stream(current)  # freed only after the consumer's work on it
             launch()
-            yield moved
+            yield item
 
 
 def finalize(
-    batch: Batch, *, ragged: Sequence[str], nested: bool, one_hot: dict[str, int]
+    buffer: torch.Tensor,
+    layout: Layout,
+    *,
+    ragged: Sequence[str],
+    nested: bool,
+    one_hot: dict[str, int],
 ) -> Batch:
-    """Ragged ``values`` + ``offsets`` → nested tensors (``nested``); labels → one-hot."""
+    """One batch of a buffer → its columns; ragged ``values`` + ``offsets`` → nested tensors
+    (``nested``); labels → one-hot."""
+    batch = unpack(buffer, layout)
     if nested:
         for name in ragged:
             offsets = batch.pop(f"{name}_offsets")

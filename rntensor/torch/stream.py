@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from rntensor.torch.collate import Part, gather, resolve_outputs
+from rntensor.torch.collate import Packed, Part, gather
+from rntensor.torch.columns import resolve_outputs
 from rntensor.torch.dataset import (
     _BUFFER,
+    Item,
     WorkerFailure,
     check_common,
     parts_of_batch,
@@ -170,7 +171,7 @@ class StreamDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor] | WorkerFailure]:
+    def __iter__(self) -> Iterator[Item | WorkerFailure]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if self.start_batch and workers > 1:
@@ -180,11 +181,16 @@ class StreamDataset(IterableDataset):
                 "loading"
             )
         part = self.rank * workers + worker
-        batches = self.iter_numpy(part, self.world_size * workers)
-        return worker_batches(batches, worker, workers, self.rank, info is not None)
+        batches = self.iter_packed(part, self.world_size * workers)
+        return worker_batches(batches, 1, worker, workers, self.rank, info is not None)
 
     def iter_numpy(self, part: int = 0, num_parts: int = 1) -> Iterator[dict[str, np.ndarray]]:
         """The numpy batches of consumer ``part`` of ``num_parts``."""
+        for batch in self.iter_packed(part, num_parts):
+            yield batch.arrays
+
+    def iter_packed(self, part: int = 0, num_parts: int = 1) -> Iterator[Packed]:
+        """The batches of consumer ``part`` of ``num_parts``."""
         rng = None
         if self.shuffle_buffer > 0:
             rng = epoch_rng(self.seed, self.epoch, _BUFFER, part, num_parts)
@@ -199,7 +205,7 @@ class StreamDataset(IterableDataset):
             table, rows = tables[k]
             return Part(table, local if rows is None else rows[local], index, k)
 
-        def emit(batches: Iterator[tuple[int, np.ndarray, int]]) -> Iterator[dict[str, np.ndarray]]:
+        def emit(batches: Iterator[tuple[int, np.ndarray, int]]) -> Iterator[Packed]:
             for b, pos, low in batches:
                 if b >= self.start_batch:
                     yield gather(self.outputs, parts_of_batch(pos, starts, part_for), len(pos))
