@@ -410,6 +410,9 @@ class _client:
             )
         client = Client(cluster)
         self._close.insert(0, client)
+        if not log.isEnabledFor(logging.DEBUG):  # distributed's INFO chatter is not for users
+            for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.worker"):
+                logging.getLogger(name).setLevel(logging.ERROR)
         return client
 
     def __exit__(self, *exc: Any) -> None:

@@ -102,7 +102,7 @@ def run_demo(workdir: str = "rntensor-demo", *, n_events: int = 200_000, workers
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         seen += len(batch["target"])
     figures["train"] = (seen, time.perf_counter() - t)
     k = max(1, len(losses) // 10)

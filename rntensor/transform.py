@@ -45,11 +45,17 @@ class FieldStats:
 
     @classmethod
     def of(cls, values: np.ndarray) -> FieldStats:
-        v = values[np.isfinite(values)] if values.dtype.kind == "f" else values
-        if len(v) == 0:
+        if len(values) == 0:
             return cls()
-        v64 = v.astype(np.float64, copy=False)
-        return cls(int(len(v)), float(v64.sum()), float(np.dot(v64, v64)), float(v.min()), float(v.max()))
+        v64 = values.astype(np.float64, copy=False)
+        total = float(v64.sum())
+        if not np.isfinite(total):  # rare: drop NaN/inf before summing
+            v64 = v64[np.isfinite(v64)]
+            if len(v64) == 0:
+                return cls()
+            total = float(v64.sum())
+            values = v64
+        return cls(len(v64), total, float(np.dot(v64, v64)), float(values.min()), float(values.max()))
 
     def merge(self, other: FieldStats) -> FieldStats:
         return FieldStats(
@@ -108,46 +114,68 @@ def pad(
     contents: list[np.ndarray],
     *,
     length: int,
+    events: np.ndarray | None = None,
     sort_key: np.ndarray | None = None,
     pad_value: float = 0.0,
     dtype: str | np.dtype = "float32",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Pad or clip objects of one collection to ``length`` per event.
 
     Args:
         offsets: ``(N + 1,)`` offsets shared by every content array.
         contents: one flat array per feature.
         length: objects kept per event.
-        sort_key: flat key; objects are ordered by it (ascending, stable) before clipping.
+        events: indices of the events to keep (a selection), in order; ``None`` keeps all.
+        sort_key: flat key (aligned with ``contents``); objects are ordered by it
+            (ascending, stable) before clipping.
         pad_value: value of empty slots.
         dtype: output dtype.
 
     Returns:
-        ``(values (N, L, F), mask (N, L) bool, kept)`` where ``kept`` indexes the flat
-        contents of the objects that made it in (for statistics).
+        ``(values (n, L, F), mask (n, L) bool, kept)`` where ``kept[j]`` holds the values of
+        feature ``j`` that made it in (for statistics).
     """
-    n = len(offsets) - 1
-    nf = len(contents)
-    counts = np.diff(offsets)
-    total = int(offsets[-1])
-    starts = np.repeat(offsets[:-1], counts)
-    local = np.arange(total, dtype=np.int64) - starts
-    if sort_key is not None and total:
-        parents = np.repeat(np.arange(n, dtype=np.uint64), counts)
-        combined = (parents << np.uint64(32)) | _sortable_u32(sort_key).astype(np.uint64)
-        order = np.argsort(combined, kind="stable")
-    else:
-        order = None
+    src, parents, local, n = _objects(offsets, events, sort_key)
     keep = local < length
-    dest = np.repeat(np.arange(n, dtype=np.int64) * length, counts) + local
-    dest = dest[keep]
-    src = order[keep] if order is not None else np.flatnonzero(keep)
-    out = np.full((n * length, nf), pad_value, dtype=dtype)
+    if not keep.all():
+        src, parents, local = src[keep], parents[keep], local[keep]
+    dest = parents * length + local
+    nf = len(contents)
+    alloc = np.zeros if pad_value == 0 else np.empty
+    out = alloc((n * length, nf), dtype=dtype)
+    if pad_value != 0:
+        out.fill(pad_value)
+    kept = []
     for j, c in enumerate(contents):
-        out[dest, j] = c[src]
+        v = c[src]
+        out[dest, j] = v
+        kept.append(v)
     mask = np.zeros(n * length, dtype=bool)
     mask[dest] = True
-    return out.reshape(n, length, nf), mask.reshape(n, length), src
+    return out.reshape(n, length, nf), mask.reshape(n, length), kept
+
+
+def _objects(
+    offsets: np.ndarray, events: np.ndarray | None, sort_key: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """For the objects of the selected events, in output order: their flat source position,
+    their (output) event number and their position inside the event."""
+    if events is None:
+        counts = np.diff(offsets)
+        starts = offsets[:-1]
+    else:
+        starts = offsets[:-1][events]
+        counts = offsets[1:][events] - starts
+    n = len(counts)
+    new_starts = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    parents = np.repeat(np.arange(n, dtype=np.int64), counts)
+    local = np.arange(total, dtype=np.int64) - np.repeat(new_starts, counts)
+    src = local + np.repeat(starts, counts) if events is not None else np.arange(total, dtype=np.int64)
+    if sort_key is not None and total:
+        combined = (parents.astype(np.uint64) << np.uint64(32)) | _sortable_u32(sort_key[src]).astype(np.uint64)
+        src = src[np.argsort(combined, kind="stable")]  # sorting within events keeps parents/local
+    return src, parents, local, n
 
 
 def _per_event(col: Column, what: str) -> np.ndarray:
@@ -197,24 +225,26 @@ def transform(
         n_entries: number of events in the chunk.
         with_stats: also compute per-field statistics of every output.
     """
-    entry = np.arange(entry_start, entry_start + n_entries, dtype=np.int64)
     spec = schema.schema
-    env = schema.evaluate_defines(columns, n_entries, names=schema.selection_defines)
+    entry = np.arange(entry_start, entry_start + n_entries, dtype=np.int64)
+    # Defines are evaluated on every event (elementwise work is cheap); the selection then
+    # becomes an index that each output composes into its own gather, so no jagged column
+    # is ever materialized twice.
+    env = schema.evaluate_defines(columns, n_entries)
+    events: np.ndarray | None = None
     if schema.selection is not None:
         sel = np.asarray(_per_event(evaluate(schema.selection, env, n_entries), "selection"), dtype=bool)
         if not sel.all():
-            idx = np.flatnonzero(sel)
-            env = {k: (v.take_events(idx) if isinstance(v, Jagged) else v[idx]) for k, v in env.items()}
-            entry = entry[idx]
+            events = np.flatnonzero(sel)
+            entry = entry[events]
     n = len(entry)
-    env = schema.evaluate_defines(env, n)
 
     table: Table = {}
     stats: Stats = {}
     for o in spec.outputs:
-        _output(o, schema, env, n, table, stats, with_stats)
+        _output(o, schema, env, events, n, table, stats, with_stats)
     for lb in spec.labels:
-        v = _per_event(env[lb.field], f"label {lb.name!r}")
+        v = _select(_per_event(env[lb.field], f"label {lb.name!r}"), events)
         table[lb.name] = np.asarray(v).astype(lb.dtype, copy=False)
         if lb.classes is not None and n:
             lo, hi = table[lb.name].min(), table[lb.name].max()
@@ -225,18 +255,23 @@ def transform(
                     f"{lb.classes} classes [0, {lb.classes}); fix 'classes' or the field"
                 )
     if spec.weights:
-        w = _per_event(env[spec.weights], "weights")
+        w = _select(_per_event(env[spec.weights], "weights"), events)
         table["weight"] = np.asarray(w, dtype=np.float32)
     for k in spec.keep:
-        table[k] = np.asarray(_per_event(env[k], f"keep column {k!r}"))
+        table[k] = np.asarray(_select(_per_event(env[k], f"keep column {k!r}"), events))
     table["_entry"] = entry
     return table, stats
+
+
+def _select(values: np.ndarray, events: np.ndarray | None) -> np.ndarray:
+    return values if events is None else values[events]
 
 
 def _output(
     o: OutputSpec,
     schema: ResolvedSchema,
     env: Mapping[str, Column],
+    events: np.ndarray | None,
     n: int,
     table: Table,
     stats: Stats,
@@ -246,7 +281,7 @@ def _output(
     if o.kind == "flat":
         arr = np.empty((n, len(cols)), dtype=o.dtype)
         for j, c in enumerate(cols):
-            arr[:, j] = _per_event(c, f"output {o.name!r}")
+            arr[:, j] = _select(_per_event(c, f"output {o.name!r}"), events)
         table[o.name] = arr
         if with_stats:
             stats[o.name] = {f: FieldStats.of(arr[:, j]) for j, f in enumerate(o.fields)}
@@ -256,7 +291,7 @@ def _output(
         raise SchemaError(f"output {o.name!r} has no jagged field; make it a flat output")
     offsets = jag[0].offsets
     contents = []
-    for f, c in zip(o.fields, cols):
+    for f, c in zip(o.fields, cols, strict=True):
         if isinstance(c, Jagged):
             if c.offsets is not offsets and not np.array_equal(c.offsets, offsets):
                 raise SchemaError(
@@ -269,28 +304,27 @@ def _output(
     key = None
     sort_expr = schema.sort_keys.get(o.name)
     if sort_expr is not None:
-        k = evaluate(sort_expr, env, n)
+        k = evaluate(sort_expr, env, len(offsets) - 1)
         key = k.content if isinstance(k, Jagged) else np.repeat(k, np.diff(offsets))
     if o.kind == "padded":
         assert o.length is not None
         values, mask, kept = pad(
-            offsets, contents, length=o.length, sort_key=key, pad_value=o.pad_value, dtype=o.dtype
+            offsets, contents, length=o.length, events=events, sort_key=key,
+            pad_value=o.pad_value, dtype=o.dtype,
         )
         table[o.name] = values
         table[f"{o.name}_mask"] = mask
         if with_stats:
-            stats[o.name] = {f: FieldStats.of(c[kept]) for f, c in zip(o.fields, contents)}
+            stats[o.name] = {f: FieldStats.of(v) for f, v in zip(o.fields, kept, strict=True)}
         return
-    # ragged
-    order = np.argsort(
-        (np.repeat(np.arange(n, dtype=np.uint64), np.diff(offsets)) << np.uint64(32))
-        | _sortable_u32(key).astype(np.uint64),
-        kind="stable",
-    ) if key is not None and len(key) else None
-    values = np.empty((int(offsets[-1]), len(contents)), dtype=o.dtype)
+    # ragged: the selected events' objects, in sort order, values (total, F) + offsets
+    src, parents, _, n_sel = _objects(offsets, events, key)
+    values = np.empty((len(src), len(contents)), dtype=o.dtype)
     for j, c in enumerate(contents):
-        values[:, j] = c if order is None else c[order]
+        values[:, j] = c[src]
+    new_offsets = np.zeros(n_sel + 1, dtype=np.int64)
+    np.cumsum(np.bincount(parents, minlength=n_sel), out=new_offsets[1:])
     table[o.name] = values
-    table[f"{o.name}_offsets"] = np.asarray(offsets, dtype=np.int64)
+    table[f"{o.name}_offsets"] = new_offsets
     if with_stats:
         stats[o.name] = {f: FieldStats.of(values[:, j]) for j, f in enumerate(o.fields)}
