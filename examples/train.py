@@ -48,7 +48,7 @@ def main() -> None:
                 correct += (model(batch).argmax(1) == batch["target"]).sum().item()
                 total += len(batch["target"])
         print(f"epoch {epoch}: validation accuracy {correct / max(total, 1):.3f}")
-    torch.jit.save(torch.jit.script(model.cpu()), "model.pt")
+    torch.save(model.cpu(), "model.pt")
     print("saved model.pt (for: rntensor infer model.pt cache/jets --output scores.root)")
 
 

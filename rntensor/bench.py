@@ -27,6 +27,7 @@ torch, dask and ROOT are imported inside the functions that need them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -79,14 +80,16 @@ SECTIONS = ("convert", "load", "gpu")
 
 # -- memory of a process tree ---------------------------------------------------------------
 class TreeMemory:
-    """Peak RSS and PSS summed over a process and all its descendants, sampled in a thread.
+    """Peak RSS, PSS and anonymous memory summed over a process and its descendants.
 
-    RSS counts pages shared between processes (libraries, forked memory) once per process, so
-    it is the pessimistic figure; PSS splits shared pages between their users.
+    Sampled in a thread.  RSS counts pages shared between processes (libraries, forked memory,
+    memory-mapped shards) once per process, so it is the pessimistic figure; PSS splits shared
+    pages between their users; anonymous memory (RSS minus file-backed and shared pages) is the
+    heap that cannot be reclaimed, without memory-mapped files.
 
     Args:
         pid: the root of the tree (default: this process).
-        interval_s: time between samples; PSS (slower to read) every fifth sample.
+        interval_s: time between samples; PSS (slower to read) every second sample.
     """
 
     def __init__(self, pid: int | None = None, *, interval_s: float = 0.02) -> None:
@@ -94,69 +97,72 @@ class TreeMemory:
 
         self._proc = psutil.Process(pid)
         self.interval_s = interval_s
-        self.start_rss = self.start_pss = 0
-        self.peak_rss = self.peak_pss = 0
+        self.start = {"rss": 0, "pss": 0, "anon": 0}
+        self.peak = dict(self.start)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def sample(self, *, pss: bool = True) -> tuple[int, int]:
+    def sample(self, *, pss: bool = True) -> dict[str, int]:
+        """Current totals over the tree (``pss`` is 0 unless asked: it is slower to read)."""
         import psutil
 
-        rss = pss_total = 0
+        out = {"rss": 0, "pss": 0, "anon": 0}
         try:
             procs = [self._proc, *self._proc.children(recursive=True)]
         except psutil.Error:
-            return 0, 0
+            return out
         for p in procs:
             try:
-                if pss:
-                    m = p.memory_full_info()
-                    rss += m.rss
-                    pss_total += m.pss
-                else:
-                    rss += p.memory_info().rss
+                m = p.memory_full_info() if pss else p.memory_info()
             except psutil.Error:  # exited between listing and reading
-                pass
-        return rss, pss_total
+                continue
+            out["rss"] += m.rss
+            out["anon"] += m.rss - m.shared
+            out["pss"] += m.pss if pss else 0
+        return out
+
+    def _update(self, now: Mapping[str, int]) -> None:
+        for k, v in now.items():
+            self.peak[k] = max(self.peak[k], v)
 
     def _run(self) -> None:
         i = 0
         while not self._stop.wait(self.interval_s):
             i += 1
-            rss, pss = self.sample(pss=i % 5 == 0)
-            self.peak_rss = max(self.peak_rss, rss)
-            if pss:
-                self.peak_pss = max(self.peak_pss, pss)
+            self._update(self.sample(pss=i % 2 == 0))
 
     def __enter__(self) -> TreeMemory:
-        self.start_rss, self.start_pss = self.sample()
-        self.peak_rss, self.peak_pss = self.start_rss, self.start_pss
+        self.start = self.sample()
+        self.peak = dict(self.start)
         self._thread = threading.Thread(target=self._run, name="rntensor-bench-memory", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        rss, pss = self.sample()
+        self._update(self.sample())
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
 
     def figures(self) -> dict[str, int]:
-        return {
-            "start_rss_bytes": self.start_rss,
-            "peak_rss_bytes": self.peak_rss,
-            "peak_rss_above_start_bytes": self.peak_rss - self.start_rss,
-            "start_pss_bytes": self.start_pss,
-            "peak_pss_bytes": self.peak_pss,
-            "peak_pss_above_start_bytes": self.peak_pss - self.start_pss,
-        }
+        """``start_<kind>_bytes``, ``peak_<kind>_bytes``, ``peak_<kind>_above_start_bytes``."""
+        out = {}
+        for k in ("rss", "pss", "anon"):
+            out[f"start_{k}_bytes"] = self.start[k]
+            out[f"peak_{k}_bytes"] = self.peak[k]
+            out[f"peak_{k}_above_start_bytes"] = self.peak[k] - self.start[k]
+        return out
 
 
 # -- inputs ---------------------------------------------------------------------------------
 def prepare_inputs(
-    workdir: str, *, n_events: int, n_files: int = 4, compression: str | None = "zstd",
-    seed: int = 0, quiet: bool = False,
+    workdir: str,
+    *,
+    n_events: int,
+    n_files: int = 4,
+    compression: str | None = "zstd",
+    seed: int = 0,
+    quiet: bool = False,
 ) -> list[str]:
     """Generated NanoAOD-like RNTuple files under ``workdir/data``, reused when present."""
     from rntensor.datagen import generate_dataset
@@ -168,20 +174,39 @@ def prepare_inputs(
     if os.path.exists(done) and all(os.path.exists(f) for f in files):
         return files
     if not quiet:
-        print(f"generating {n_events:,} events in {n_files} files ({compression or 'uncompressed'}) "
-              f"under {folder} ...", flush=True)
+        print(
+            f"generating {n_events:,} events in {n_files} files ({compression or 'uncompressed'}) "
+            f"under {folder} ...",
+            flush=True,
+        )
     t = time.perf_counter()
-    files = generate_dataset(folder, n_events=n_events, n_files=n_files, fmt="rntuple",
-                             compression=compression, seed=seed)
+    files = generate_dataset(
+        folder,
+        n_events=n_events,
+        n_files=n_files,
+        fmt="rntuple",
+        compression=compression,
+        seed=seed,
+    )
     with open(done, "w") as f:
-        json.dump({"n_events": n_events, "n_files": n_files, "compression": compression,
-                   "seed": seed, "seconds": time.perf_counter() - t}, f)
+        json.dump(
+            {
+                "n_events": n_events,
+                "n_files": n_files,
+                "compression": compression,
+                "seed": seed,
+                "seconds": time.perf_counter() - t,
+            },
+            f,
+        )
     return files
 
 
 def events_for_bytes(target_bytes: int, *, compression: str | None, workdir: str) -> int:
     """How many generated events make ``target_bytes`` of RNTuple (from a 200k-event sample)."""
-    sample = prepare_inputs(workdir, n_events=200_000, n_files=1, compression=compression, quiet=True)
+    sample = prepare_inputs(
+        workdir, n_events=200_000, n_files=1, compression=compression, quiet=True
+    )
     per_event = os.path.getsize(sample[0]) / 200_000
     return int(target_bytes / per_event) + 1
 
@@ -198,23 +223,44 @@ def prepare_cache(schema: Mapping[str, Any], files: Sequence[str], workdir: str)
 
 # -- child processes ------------------------------------------------------------------------
 def run_child(name: str, params: Mapping[str, Any], *, timeout_s: float = 3600) -> dict[str, Any]:
-    """Run measurement ``name`` in a fresh interpreter; its result dict, or ``{"error": ...}``."""
+    """Run measurement ``name`` in a fresh interpreter; its result dict, or ``{"error": ...}``.
+
+    The child runs in its own session: on a timeout or an interrupt its whole process group
+    (Dask workers, DataLoader workers) is killed, so nothing outlives the harness.
+    """
+    import signal
+
     cmd = [sys.executable, "-m", "rntensor.bench", "--child", name, json.dumps(dict(params))]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout_s:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except BaseException as err:  # timeout, Ctrl-C: take the whole tree down
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if isinstance(err, subprocess.TimeoutExpired):
+            return {"error": f"timed out after {timeout_s:.0f} s"}
+        raise
+    for line in reversed(stdout.splitlines()):
         if line.startswith(_RESULT):
-            return json.loads(line[len(_RESULT):])
-    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+            return json.loads(line[len(_RESULT) :])
+    tail = " | ".join((stderr or stdout).strip().splitlines()[-6:])
     return {"error": f"exit code {proc.returncode}: {tail[-600:]}"}
 
 
 def _child_main(name: str, params_json: str) -> None:
     params = json.loads(params_json)
+    load = os.getloadavg()[0]
     result = _CHILDREN[name](params)
+    result["load_avg"] = max(load, os.getloadavg()[0])
     print(_RESULT + json.dumps(result), flush=True)
 
 
@@ -274,15 +320,23 @@ def awkward_transform(a: Any) -> dict[str, Any]:
     ).astype(np.float32)
     jets_mask = np.arange(10) < np.minimum(ak.to_numpy(a.nJet), 10)[:, None]
     counts = ak.to_numpy(ak.num(a.Muon_pt))
-    muons = np.stack([ak.to_numpy(ak.flatten(a[f])) for f in ("Muon_pt", "Muon_eta", "Muon_charge")],
-                     axis=1).astype(np.float32)
+    muons = np.stack(
+        [ak.to_numpy(ak.flatten(a[f])) for f in ("Muon_pt", "Muon_eta", "Muon_charge")], axis=1
+    ).astype(np.float32)
     ht = ak.to_numpy(ak.sum(a.Jet_pt, axis=1))
-    scalars = np.stack([ak.to_numpy(a.MET_pt), ak.to_numpy(a.MET_phi), ht], axis=1).astype(np.float32)
+    scalars = np.stack([ak.to_numpy(a.MET_pt), ak.to_numpy(a.MET_phi), ht], axis=1).astype(
+        np.float32
+    )
     return {
-        "jets": jets, "jets_mask": jets_mask, "muons": muons,
-        "muons_offsets": np.concatenate([[0], np.cumsum(counts)]), "scalars": scalars,
-        "target": ak.to_numpy(a.label).astype(np.int64), "weight": ak.to_numpy(a.weight),
-        "run": ak.to_numpy(a.run), "event": ak.to_numpy(a.event),
+        "jets": jets,
+        "jets_mask": jets_mask,
+        "muons": muons,
+        "muons_offsets": np.concatenate([[0], np.cumsum(counts)]),
+        "scalars": scalars,
+        "target": ak.to_numpy(a.label).astype(np.int64),
+        "weight": ak.to_numpy(a.weight),
+        "run": ak.to_numpy(a.run),
+        "event": ak.to_numpy(a.event),
     }
 
 
@@ -299,16 +353,17 @@ def _child_awkward(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _memcpy(nbytes: int) -> float:
+    """Seconds of one copy of ``nbytes`` between warm buffers (median of 3, after a warm-up)."""
     import numpy as np
 
     src = np.ones(nbytes, dtype=np.uint8)
-    dst = np.zeros(nbytes, dtype=np.uint8)
-    s, _ = _timed(lambda: np.copyto(dst, src))
-    return s
+    dst = np.ones(nbytes, dtype=np.uint8)
+    np.copyto(dst, src)
+    return statistics.median(_timed(lambda: np.copyto(dst, src))[0] for _ in range(3))
 
 
 def _child_memcpy(p: dict[str, Any]) -> dict[str, Any]:
-    return {"seconds": _memcpy(int(p["nbytes"])), "events": p["events"]}
+    return {"seconds": _memcpy(int(p["nbytes"])), "bytes": int(p["nbytes"])}
 
 
 def _fresh(path: str) -> str:
@@ -326,14 +381,37 @@ def _child_convert(p: dict[str, Any]) -> dict[str, Any]:
     _warm_read(p["files"], p["fields"])
     out = _fresh(p["out"])
     with TreeMemory() as mem:
-        s, res = _timed(lambda: convert(DEMO_SCHEMA, p["files"], out, n_workers=p["workers"],
-                                        shard_size=p["shard_size"], progress=False))
-    again, res2 = _timed(lambda: convert(DEMO_SCHEMA, p["files"], out, n_workers=p["workers"],
-                                         shard_size=p["shard_size"], progress=False))
+        s, res = _timed(
+            lambda: convert(
+                DEMO_SCHEMA,
+                p["files"],
+                out,
+                n_workers=p["workers"],
+                shard_size=p["shard_size"],
+                progress=False,
+            )
+        )
+    again, res2 = _timed(
+        lambda: convert(
+            DEMO_SCHEMA,
+            p["files"],
+            out,
+            n_workers=p["workers"],
+            shard_size=p["shard_size"],
+            progress=False,
+        )
+    )
     _fresh(out)
-    return {"seconds": s, "events": res.num_entries, "rows": res.num_rows, "shards": res.shards_total,
-            "bytes_written": res.bytes_written, "rerun_seconds": again, "rerun_written": res2.shards_written,
-            "memory": mem.figures()}
+    return {
+        "seconds": s,
+        "events": res.num_entries,
+        "rows": res.num_rows,
+        "shards": res.shards_total,
+        "bytes_written": res.bytes_written,
+        "rerun_seconds": again,
+        "rerun_written": res2.shards_written,
+        "memory": mem.figures(),
+    }
 
 
 def _warm_worker(files: Sequence[str], fields: Sequence[str]) -> None:
@@ -358,8 +436,16 @@ def _child_convert_warm(p: dict[str, Any]) -> dict[str, Any]:
         client.run(_warm_worker, p["files"], p["fields"])
         _warm_read(p["files"], p["fields"])
         out = _fresh(p["out"])
-        s, res = _timed(lambda: convert(DEMO_SCHEMA, p["files"], out, scheduler=client,
-                                        shard_size=p["shard_size"], progress=False))
+        s, res = _timed(
+            lambda: convert(
+                DEMO_SCHEMA,
+                p["files"],
+                out,
+                scheduler=client,
+                shard_size=p["shard_size"],
+                progress=False,
+            )
+        )
     finally:
         client.close()
         cluster.close()
@@ -371,8 +457,14 @@ def _child_convert_warm(p: dict[str, Any]) -> dict[str, Any]:
 def _start_cluster(workers: int, local_cluster: Any, client: Any) -> tuple[Any, Any]:
     import logging
 
-    cluster = local_cluster(n_workers=workers, threads_per_worker=1, processes=True,
-                            host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+    cluster = local_cluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
     return cluster, client(cluster)
 
 
@@ -408,107 +500,200 @@ def _child_convert_sync(p: dict[str, Any]) -> dict[str, Any]:
 
     _warm_read(p["files"], p["fields"])
     out = _fresh(p["out"])
-    s, res = _timed(lambda: convert(DEMO_SCHEMA, p["files"], out, scheduler="synchronous",
-                                    shard_size=p["shard_size"], progress=False))
+    s, res = _timed(
+        lambda: convert(
+            DEMO_SCHEMA,
+            p["files"],
+            out,
+            scheduler="synchronous",
+            shard_size=p["shard_size"],
+            progress=False,
+        )
+    )
     _fresh(out)
     return {"seconds": s, "events": res.num_entries}
 
 
-def bench_convert(files: Sequence[str], workdir: str, *, repeat: int = 3, workers: int = 2,
-                  shard_size: str = "128 MB", log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Section A; returns ``{"figures", "memory", "criteria", "params"}``."""
+def bench_convert(
+    files: Sequence[str],
+    workdir: str,
+    *,
+    repeat: int = 3,
+    workers: int = 2,
+    shard_size: str = "128 MB",
+    skip: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Section A; returns ``{"figures", "memory", "criteria", "params"}``.
+
+    ``skip`` leaves out measurements by key (``uproot``, ``awkward``, ``memcpy``, ``convert``,
+    ``convert_warm``, ``convert_sync``, ``stages``); the stage breakdown runs once.
+    """
     from rntensor.convert import plan
     from rntensor.demo import DEMO_SCHEMA
 
     fields = list(plan(DEMO_SCHEMA, files)[0].input_fields)
     out = os.path.join(workdir, "work", "convert-out")
-    base = {"files": list(files), "fields": fields, "out": out, "workers": workers, "shard_size": shard_size}
+    base = {
+        "files": list(files),
+        "fields": fields,
+        "out": out,
+        "workers": workers,
+        "shard_size": shard_size,
+    }
+    names = [
+        k
+        for k in (
+            "uproot",
+            "memcpy",
+            "awkward",
+            "convert",
+            "convert_warm",
+            "convert_sync",
+            "stages",
+        )
+        if k not in skip
+    ]
     samples: dict[str, list[dict[str, Any]]] = {}
     nbytes = None
     for r in range(repeat):
-        for name, child in (("uproot", "uproot"), ("awkward", "awkward"), ("convert", "convert"),
-                            ("convert_warm", "convert_warm"), ("convert_sync", "convert_sync"),
-                            ("stages", "convert_stages")):
+        for name in names:
             if name == "stages" and r > 0:
                 continue
-            res = run_child(child, base)
+            if name == "memcpy":
+                if nbytes is None:
+                    nbytes = _first(samples.get("uproot", []), "nbytes") or _decompressed_bytes(
+                        files, fields
+                    )
+                res = run_child("memcpy", {"nbytes": nbytes, "events": 0})
+            else:
+                res = run_child("convert_stages" if name == "stages" else name, base)
             samples.setdefault(name, []).append(res)
-            if name == "uproot" and "nbytes" in res:
-                nbytes = nbytes or res["nbytes"]
-                samples.setdefault("memcpy", []).append(
-                    run_child("memcpy", {"nbytes": nbytes, "events": res["events"]}))
             log(f"  [convert {r + 1}/{repeat}] {name}: {_brief(res)}")
-    n = _first(samples["uproot"], "events")
+    n = _total_entries(files)
     figs: dict[str, dict[str, Any]] = {}
-    _figure(figs, "uproot", samples, "uproot arrays(), 1 process (read ceiling)", n)
-    _figure(figs, "awkward", samples, "awkward transform, 1 process (what users do)", n, vs="uproot")
-    _figure(figs, "memcpy", samples, "memory copy of the decompressed bytes", n, vs="uproot")
-    _figure(figs, "convert", samples, f"rntensor convert, {workers} workers, incl. start-up", n, vs="uproot")
-    _figure(figs, "convert_warm", samples, f"rntensor convert, {workers} workers, excl. start-up", n, vs="uproot")
-    _figure(figs, "convert_sync", samples, "rntensor convert, 1 process (synchronous)", n, vs="uproot")
-    reruns = [s["rerun_seconds"] for s in samples["convert"] if "rerun_seconds" in s]
+    ref = "uproot" if "uproot" in samples else None
+    labels = {
+        "uproot": "uproot arrays(), 1 process (read ceiling)",
+        "awkward": "awkward transform, 1 process (what users do)",
+        "memcpy": "memory copy of the decompressed bytes",
+        "convert": f"rntensor convert, {workers} workers, incl. start-up",
+        "convert_warm": f"rntensor convert, {workers} workers, excl. start-up",
+        "convert_sync": "rntensor convert, 1 process (synchronous)",
+    }
+    for key, label in labels.items():
+        if key in samples:
+            _figure(figs, key, samples, label, n, vs=None if key == ref else ref)
+    reruns = [s["rerun_seconds"] for s in samples.get("convert", []) if "rerun_seconds" in s]
     if reruns:
-        figs["rerun"] = _make_figure("rntensor convert re-run (nothing to do)", n, reruns, "uproot", figs)
-    stage = samples["stages"][0]
+        figs["rerun"] = _make_figure(
+            "rntensor convert re-run (nothing to do)", n, reruns, ref, figs
+        )
+    stage = samples.get("stages", [{}])[0]
     for k, sec in stage.get("stages", {}).items():
-        figs[f"stage_{k}"] = _make_figure(f"  stage: {k} (1 process, sum over tasks)", n, [sec], "uproot", figs)
-    mem = _median_memory(samples["convert"])
+        figs[f"stage_{k}"] = _make_figure(
+            f"  stage: {k} (1 process, all tasks)", n, [sec], ref, figs
+        )
+    mem = _median_memory(samples.get("convert", []))
     input_bytes = sum(os.path.getsize(f) for f in files)
     criteria = []
     for key in ("convert", "convert_warm"):
         if figs.get(key, {}).get("ratio") is not None:
-            criteria.append(_criterion(f"{figs[key]['label']} / uproot arrays()", figs[key]["ratio"], 0.7, "x", ">="))
+            criteria.append(
+                _criterion(
+                    f"{figs[key]['label']} / uproot arrays()", figs[key]["ratio"], 0.7, "x", ">="
+                )
+            )
     if mem:
-        criteria.append(_criterion("peak RSS of the whole conversion (tree)", mem["peak_rss_bytes"] / 1e9,
-                                   1.5, "GB", "<=", note=f"input {input_bytes / 1e9:.2f} GB"))
+        criteria.append(
+            _criterion(
+                "peak RSS of the whole conversion (process tree)",
+                mem["peak_rss_bytes"] / 1e9,
+                1.5,
+                "GB",
+                "<=",
+                note=f"input {input_bytes / 1e9:.2f} GB on disk",
+            )
+        )
     return {
-        "params": {"events": n, "files": len(files), "input_bytes": input_bytes, "fields": fields,
-                   "decompressed_bytes": nbytes, "workers": workers, "shard_size": shard_size,
-                   "rows_after_selection": _first(samples["convert"], "rows")},
-        "figures": figs, "memory": {"convert": mem} if mem else {}, "criteria": criteria,
+        "params": {
+            "events": n,
+            "files": len(files),
+            "input_bytes": input_bytes,
+            "fields": fields,
+            "decompressed_bytes": nbytes,
+            "workers": workers,
+            "shard_size": shard_size,
+            "rows_after_selection": _first(samples.get("convert", []), "rows"),
+        },
+        "figures": figs,
+        "memory": {"convert": mem} if mem else {},
+        "criteria": criteria,
     }
 
 
+def _total_entries(files: Sequence[str]) -> int:
+    import uproot
+
+    n = 0
+    for path in files:
+        with uproot.open(path) as f:
+            n += int(f["Events"].num_entries)
+    return n
+
+
+def _decompressed_bytes(files: Sequence[str], fields: Sequence[str]) -> int:
+    total = [0]
+    _read_fields(files, fields, lambda a: total.__setitem__(0, total[0] + a.layout.nbytes))
+    return total[0]
+
+
 # -- B: loading -----------------------------------------------------------------------------
-def _loader_epochs(epoch: Callable[[int], Any], epochs: int, count: Callable[[Any], int]) -> list[float]:
-    """Seconds of each of ``epochs`` passes over ``epoch(e)``."""
-    times = []
-    for e in range(epochs):
+def _epochs(
+    epoch: Callable[[int], Any], p: Mapping[str, Any], rows: Callable[[Any], int]
+) -> dict[str, Any]:
+    """Time ``1 + p["epochs"]`` passes over ``epoch(e)``; the first is the warm-up."""
+    times, events = [], 0
+    for e in range(1 + int(p["epochs"])):
         t = time.perf_counter()
+        n = 0
         for b in epoch(e):
-            count(b)
+            n += rows(b)
         times.append(time.perf_counter() - t)
-    return times
-
-
-def _set_epoch(loader: Any) -> Callable[[int], Any]:
-    def epoch(e: int) -> Any:
-        loader.set_epoch(e)
-        return loader
-
-    return epoch
+        events = n
+    return {
+        "seconds": statistics.median(times[1:]),
+        "seconds_all": times[1:],
+        "first_epoch_seconds": times[0],
+        "events": events,
+    }
 
 
 def _child_rntensor_load(p: dict[str, Any]) -> dict[str, Any]:
-    import torch
+    import torch  # noqa: F401
 
     from rntensor.torch import DataLoader
 
     with TreeMemory() as mem:
-        loader = DataLoader(p["cache"], batch_size=1024, shuffle=True, seed=1,
-                            num_workers=p["num_workers"], shuffle_buffer=p["shuffle_buffer"])
-        n = [0]
+        loader = DataLoader(
+            p["cache"],
+            batch_size=1024,
+            shuffle=True,
+            seed=1,
+            num_workers=p["num_workers"],
+            shuffle_buffer=p["shuffle_buffer"],
+        )
 
-        def count(b: Any) -> int:
-            n[0] += len(b["target"])
-            return len(b["target"])
+        def epoch(e: int) -> Any:
+            loader.set_epoch(e)
+            return loader
 
-        times = _loader_epochs(_set_epoch(loader), 2, count)
-    return {"seconds": times[1], "first_epoch_seconds": times[0], "events": n[0] // 2,
-            "memory": mem.figures()}
+        out = _epochs(epoch, p, lambda b: len(b["target"]))
+    return {**out, "memory": mem.figures()}
 
 
 def _rdataframe(files: Sequence[str]) -> tuple[Any, list[str], dict[str, int]]:
+    """An RDataFrame over ``files`` with jets sorted by -pt; its columns and vector sizes."""
     import ROOT
 
     names = ROOT.std.vector("std::string")()
@@ -534,17 +719,18 @@ def _child_rdataloader(p: dict[str, Any]) -> dict[str, Any]:
     with TreeMemory() as mem:
         df, cols, sizes = _rdataframe(p["files"])
         loader = ROOT.Experimental.ML.RDataLoader(
-            df, batch_size=1024, columns=cols, max_vec_sizes=sizes, target="label", shuffle=True,
-            set_seed=1, load_eager=True, drop_remainder=False)
-        n = [0]
-
-        def count(xy: Any) -> int:
-            n[0] += len(xy[1])
-            return len(xy[1])
-
-        times = _loader_epochs(lambda e: loader.as_torch(), 2, count)
-    return {"seconds": times[1], "first_epoch_seconds": times[0], "events": n[0] // 2,
-            "memory": mem.figures()}
+            df,
+            batch_size=1024,
+            columns=cols,
+            max_vec_sizes=sizes,
+            target="label",
+            shuffle=True,
+            set_seed=1,
+            load_eager=True,
+            drop_remainder=False,
+        )
+        out = _epochs(lambda e: loader.as_torch(), p, lambda xy: len(xy[1]))
+    return {**out, "memory": mem.figures()}
 
 
 def plain_epoch(files: Sequence[str], generator: Any) -> Any:
@@ -557,7 +743,9 @@ def plain_epoch(files: Sequence[str], generator: Any) -> Any:
 
     def padded(a: Any, prefix: str, fields: Sequence[str], length: int, order: Any) -> None:
         cols = [a[f"{prefix}_{f}"] if order is None else a[f"{prefix}_{f}"][order] for f in fields]
-        x = np.stack([ak.to_numpy(ak.fill_none(ak.pad_none(c, length, clip=True), 0.0)) for c in cols], -1)
+        x = np.stack(
+            [ak.to_numpy(ak.fill_none(ak.pad_none(c, length, clip=True), 0.0)) for c in cols], -1
+        )
         mask = np.arange(length) < np.minimum(ak.to_numpy(ak.num(cols[0])), length)[:, None]
         name = "jets" if prefix == "Jet" else "muons"
         parts.setdefault(name, []).append(x.astype(np.float32))
@@ -567,10 +755,13 @@ def plain_epoch(files: Sequence[str], generator: Any) -> Any:
         padded(a, "Jet", _JET, 10, ak.argsort(a.Jet_pt, ascending=False))
         padded(a, "Muon", _MUON, 4, None)
         parts.setdefault("scalars", []).append(
-            np.stack([ak.to_numpy(a.MET_pt), ak.to_numpy(a.MET_phi)], 1).astype(np.float32))
+            np.stack([ak.to_numpy(a.MET_pt), ak.to_numpy(a.MET_phi)], 1).astype(np.float32)
+        )
         parts.setdefault("target", []).append(ak.to_numpy(a.label).astype(np.int64))
 
-    fields = [f"Jet_{f}" for f in _JET] + [f"Muon_{f}" for f in _MUON] + ["MET_pt", "MET_phi", "label"]
+    fields = (
+        [f"Jet_{f}" for f in _JET] + [f"Muon_{f}" for f in _MUON] + ["MET_pt", "MET_phi", "label"]
+    )
     n = _read_fields(files, fields, each)
     data = {k: torch.from_numpy(np.concatenate(v)) for k, v in parts.items()}
     parts.clear()
@@ -585,48 +776,77 @@ def _child_plain_loop(p: dict[str, Any]) -> dict[str, Any]:
 
     g = torch.Generator().manual_seed(1)
     with TreeMemory() as mem:
-        n = [0]
-
-        def count(b: Any) -> int:
-            n[0] += len(b["target"])
-            return len(b["target"])
-
-        times = _loader_epochs(lambda e: plain_epoch(p["files"], g), 2, count)
-    return {"seconds": times[1], "first_epoch_seconds": times[0], "events": n[0] // 2,
-            "memory": mem.figures()}
+        out = _epochs(lambda e: plain_epoch(p["files"], g), p, lambda b: len(b["target"]))
+    return {**out, "memory": mem.figures()}
 
 
-def bench_load(files: Sequence[str], workdir: str, *, repeat: int = 3, num_workers: Sequence[int] = (0, 2),
-               shuffle_buffer: int = 65536, implicit_mt: int = 0,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Section B; returns ``{"figures", "memory", "criteria", "params"}``."""
+def bench_load(
+    files: Sequence[str],
+    workdir: str,
+    *,
+    repeat: int = 3,
+    epochs: int = 3,
+    num_workers: Sequence[int] = (0, 2),
+    shuffle_buffer: int = 65536,
+    implicit_mt: int = 0,
+    skip: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Section B; returns ``{"figures", "memory", "criteria", "params"}``.
+
+    Every loader runs in its own process: one warm-up epoch, then ``epochs`` timed ones;
+    figures are medians over all timed epochs of all ``repeat`` runs.  ``skip`` leaves out
+    measurements by key (``rdataloader``, ``plain``, ``memcpy``).
+    """
     from rntensor.cache.read import open_cache
 
     cache = prepare_cache(LOAD_SCHEMA, files, workdir)
     reader = open_cache(cache)
     rows = reader.num_rows
     cache_bytes = sum(int(s["bytes"]) for s in reader.shards)
-    row_bytes = cache_bytes / max(rows, 1)
     largest_shard = max(int(s["bytes"]) for s in reader.shards)
     reader.close()
-    base = {"files": list(files), "cache": cache, "shuffle_buffer": shuffle_buffer, "implicit_mt": implicit_mt}
+    row_bytes = cache_bytes / max(rows, 1)
+    base = {
+        "files": list(files),
+        "cache": cache,
+        "shuffle_buffer": shuffle_buffer,
+        "implicit_mt": implicit_mt,
+        "epochs": epochs,
+    }
     runs = [(f"rntensor_w{w}", "rntensor_load", {"num_workers": w}) for w in num_workers]
-    runs += [("rdataloader", "rdataloader", {}), ("plain", "plain_loop", {})]
+    runs += [
+        ("rdataloader", "rdataloader", {}),
+        ("plain", "plain_loop", {}),
+        ("memcpy", "memcpy", {"nbytes": rows * _BATCH_ROW_BYTES, "events": rows}),
+    ]
+    runs = [r for r in runs if r[0] not in skip]
     samples: dict[str, list[dict[str, Any]]] = {}
     for r in range(repeat):
         for name, child, extra in runs:
             res = run_child(child, {**base, **extra})
             samples.setdefault(name, []).append(res)
             log(f"  [load {r + 1}/{repeat}] {name}: {_brief(res)}")
-        res = run_child("memcpy", {"nbytes": rows * _BATCH_ROW_BYTES, "events": rows})
-        samples.setdefault("memcpy", []).append(res)
     figs: dict[str, dict[str, Any]] = {}
-    _figure(figs, "rdataloader", samples, "ROOT RDataLoader, load_eager, 2nd epoch", rows)
+    ref = "rdataloader" if "rdataloader" in samples else None
+    if ref:
+        _figure(figs, "rdataloader", samples, "ROOT RDataLoader, load_eager, 2nd+ epoch", rows)
+        firsts = [s["first_epoch_seconds"] for s in samples[ref] if "first_epoch_seconds" in s]
+        loads = [s["load_avg"] for s in samples[ref] if "load_avg" in s]
+        label = "ROOT RDataLoader, 1st epoch (eager load)"
+        figs["rdataloader_first"] = _make_figure(label, rows, firsts, ref, figs, load_avg=loads)
     for w in num_workers:
-        _figure(figs, f"rntensor_w{w}", samples, f"rntensor DataLoader, num_workers={w}, warm epoch",
-                rows, vs="rdataloader")
-    _figure(figs, "plain", samples, "uproot + awkward + torch loop, 2nd epoch", rows, vs="rdataloader")
-    _figure(figs, "memcpy", samples, "memory copy of the batch bytes", rows, vs="rdataloader")
+        _figure(
+            figs,
+            f"rntensor_w{w}",
+            samples,
+            f"rntensor DataLoader, num_workers={w}, warm epoch",
+            rows,
+            vs=ref,
+        )
+    _figure(figs, "plain", samples, "uproot + awkward + torch loop, 2nd+ epoch", rows, vs=ref)
+    _figure(figs, "memcpy", samples, "memory copy of the batch bytes (machine limit)", rows, vs=ref)
+    figs = {k: f for k, f in figs.items() if f["seconds_all"] or f["errors"]}
     buffer_bytes = int(shuffle_buffer * row_bytes)
     memory = {k: m for k in samples if k != "memcpy" and (m := _median_memory(samples[k]))}
     criteria = []
@@ -634,36 +854,56 @@ def bench_load(files: Sequence[str], workdir: str, *, repeat: int = 3, num_worke
         f = figs.get(f"rntensor_w{w}", {})
         if f.get("ratio") is not None:
             criteria.append(_criterion(f"{f['label']} / RDataLoader", f["ratio"], 2.0, "x", ">="))
-        m = memory.get(f"rntensor_w{w}")
-        if m:
-            limit = (buffer_bytes + 500e6) / 1e9
-            for kind in ("rss", "pss"):
-                criteria.append(_criterion(
-                    f"peak {kind.upper()} above start, num_workers={w} (tree)",
-                    m[f"peak_{kind}_above_start_bytes"] / 1e9, limit, "GB", "<=",
-                    note=f"buffer {buffer_bytes / 1e6:.0f} MB + 500 MB"))
+        mw = memory.get(f"rntensor_w{w}")
+        if mw:
+            criteria.append(
+                _criterion(
+                    f"peak PSS above start, num_workers={w} (process tree)",
+                    mw["peak_pss_above_start_bytes"] / 1e9,
+                    (buffer_bytes + 500e6) / 1e9,
+                    "GB",
+                    "<=",
+                    note=f"shuffle buffer {buffer_bytes / 1e6:.0f} MB + 500 MB; dataset {cache_bytes / 1e6:.0f} MB",
+                )
+            )
     return {
-        "params": {"events": rows, "files": len(files), "cache": cache, "cache_bytes": cache_bytes,
-                   "row_bytes": row_bytes, "batch_row_bytes": _BATCH_ROW_BYTES,
-                   "shuffle_buffer_events": shuffle_buffer, "shuffle_buffer_bytes": buffer_bytes,
-                   "largest_shard_bytes": largest_shard, "implicit_mt": implicit_mt},
-        "figures": figs, "memory": memory, "criteria": criteria,
+        "params": {
+            "events": rows,
+            "files": len(files),
+            "cache": cache,
+            "cache_bytes": cache_bytes,
+            "row_bytes": row_bytes,
+            "batch_row_bytes": _BATCH_ROW_BYTES,
+            "epochs": epochs,
+            "shuffle_buffer_events": shuffle_buffer,
+            "shuffle_buffer_bytes": buffer_bytes,
+            "largest_shard_bytes": largest_shard,
+            "implicit_mt": implicit_mt,
+        },
+        "figures": figs,
+        "memory": memory,
+        "criteria": criteria,
     }
 
 
 # -- C: GPU ---------------------------------------------------------------------------------
 def _child_gpu(p: dict[str, Any]) -> dict[str, Any]:
+    """Pinned and pageable host-to-device copies of the batch bytes, then loader epochs."""
     import torch
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name()}
+    if p.get("probe"):
+        return out
     from rntensor.torch import DataLoader
 
     nbytes = int(p["events"]) * _BATCH_ROW_BYTES
-    out: dict[str, Any] = {"events": p["events"], "device": torch.cuda.get_device_name()}
     dev = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
-    for name, host in (("h2d_pinned", torch.ones(nbytes, dtype=torch.uint8).pin_memory()),
-                       ("h2d_pageable", torch.ones(nbytes, dtype=torch.uint8))):
+    for name, host in (
+        ("h2d_pinned", torch.ones(nbytes, dtype=torch.uint8).pin_memory()),
+        ("h2d_pageable", torch.ones(nbytes, dtype=torch.uint8)),
+    ):
         dev.copy_(host, non_blocking=True)  # warm-up
         torch.cuda.synchronize()
         t = time.perf_counter()
@@ -671,38 +911,71 @@ def _child_gpu(p: dict[str, Any]) -> dict[str, Any]:
         torch.cuda.synchronize()
         out[f"{name}_seconds"] = time.perf_counter() - t
     del dev
-    loader = DataLoader(p["cache"], batch_size=1024, shuffle=True, seed=1, num_workers=p["num_workers"],
-                        device="cuda", pin_memory=True)
-    times = []
-    for e in range(2):
+    loader = DataLoader(
+        p["cache"],
+        batch_size=1024,
+        shuffle=True,
+        seed=1,
+        num_workers=p["num_workers"],
+        device="cuda",
+        pin_memory=True,
+    )
+
+    def epoch(e: int) -> Any:
         loader.set_epoch(e)
-        t = time.perf_counter()
-        for b in loader:
-            b["target"].sum()
+        yield from loader
         torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    out["seconds"] = times[1]
-    return out
+
+    return {**out, **_epochs(epoch, p, lambda b: len(b["target"]))}
 
 
-def bench_gpu(cache: str, events: int, *, repeat: int = 3, num_workers: int = 2,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Section C: skipped (``{"skipped": ...}``) without a CUDA device."""
+def bench_gpu(
+    files: Sequence[str],
+    workdir: str,
+    *,
+    repeat: int = 3,
+    epochs: int = 3,
+    num_workers: int = 2,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Section C; ``{"skipped": "no CUDA device"}`` (after a cheap probe) without CUDA."""
+    probe = run_child("gpu", {"probe": True})
+    if "skipped" in probe or "error" in probe:
+        log(f"  gpu: {_brief(probe)}")
+        return probe
+    cache = prepare_cache(LOAD_SCHEMA, files, workdir)
+    from rntensor.cache.read import open_cache
+
+    reader = open_cache(cache)
+    events = reader.num_rows
+    reader.close()
+    base = {"cache": cache, "events": events, "num_workers": num_workers, "epochs": epochs}
     samples = []
     for r in range(repeat):
-        res = run_child("gpu", {"cache": cache, "events": events, "num_workers": num_workers})
-        if "skipped" in res or "error" in res:
-            log(f"  gpu: {'skipped: ' + res['skipped'] if 'skipped' in res else res['error']}")
-            return res
+        res = run_child("gpu", base)
         samples.append(res)
         log(f"  [gpu {r + 1}/{repeat}] {_brief(res)}")
+    ok = [s for s in samples if "error" not in s]
     figs: dict[str, dict[str, Any]] = {}
-    for key, label in (("h2d_pinned", "host-to-device copy, pinned"), ("h2d_pageable", "host-to-device copy, pageable")):
-        figs[key] = _make_figure(label, events, [s[f"{key}_seconds"] for s in samples], None, figs)
-    figs["loader_cuda"] = _make_figure(f"rntensor DataLoader → cuda, pin_memory, num_workers={num_workers}",
-                                       events, [s["seconds"] for s in samples], "h2d_pinned", figs)
-    return {"params": {"events": events, "device": samples[0]["device"]}, "figures": figs,
-            "memory": {}, "criteria": []}
+    for key, label in (
+        ("h2d_pinned", "host-to-device copy of the batch bytes, pinned"),
+        ("h2d_pageable", "host-to-device copy of the batch bytes, pageable"),
+    ):
+        figs[key] = _make_figure(label, events, [s[f"{key}_seconds"] for s in ok], None, figs)
+    _figure(
+        figs,
+        "loader_cuda",
+        {"loader_cuda": samples},
+        f"rntensor DataLoader -> cuda, pin_memory, num_workers={num_workers}",
+        events,
+        vs="h2d_pinned",
+    )
+    return {
+        "params": {"events": events, "device": probe["device"]},
+        "figures": figs,
+        "memory": {},
+        "criteria": [],
+    }
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -719,23 +992,61 @@ def _first(samples: Sequence[Mapping[str, Any]], key: str) -> Any:
     return next((s[key] for s in samples if key in s), None)
 
 
-def _make_figure(label: str, events: int, seconds: Sequence[float], vs: str | None,
-                 figs: Mapping[str, Mapping[str, Any]], errors: Sequence[str] = ()) -> dict[str, Any]:
+def _make_figure(
+    label: str,
+    events: int,
+    seconds: Sequence[float],
+    vs: str | None,
+    figs: Mapping[str, Mapping[str, Any]],
+    errors: Sequence[str] = (),
+    load_avg: Sequence[float] = (),
+) -> dict[str, Any]:
+    """One row: median (and best) seconds and events/s, and the ratio to figure ``vs``."""
     med = statistics.median(seconds) if seconds else None
+    best = min(seconds) if seconds else None
     eps = events / med if med else None
-    base = figs.get(vs or "", {}).get("events_per_s")
+    base = figs.get(vs or "", {})
+    ratio = eps / base["events_per_s"] if eps and base.get("events_per_s") else None
+    best_ratio = (
+        (events / best) / base["best_events_per_s"]
+        if best and base.get("best_events_per_s")
+        else None
+    )
     return {
-        "label": label, "events": events, "seconds": med, "seconds_all": list(seconds),
-        "events_per_s": eps, "vs": vs,
-        "ratio": eps / base if eps and base else None, "errors": list(errors),
+        "label": label,
+        "events": events,
+        "seconds": med,
+        "seconds_all": list(seconds),
+        "events_per_s": eps,
+        "best_events_per_s": events / best if best else None,
+        "vs": vs,
+        "ratio": ratio,
+        "best_ratio": best_ratio,
+        "errors": list(errors),
+        "load_avg": statistics.median(load_avg) if load_avg else None,
     }
 
 
-def _figure(figs: dict[str, Any], key: str, samples: Mapping[str, Sequence[Mapping[str, Any]]],
-            label: str, events: int, *, vs: str | None = None) -> None:
+def _figure(
+    figs: dict[str, Any],
+    key: str,
+    samples: Mapping[str, Sequence[Mapping[str, Any]]],
+    label: str,
+    events: int,
+    *,
+    vs: str | None = None,
+) -> None:
     got = samples.get(key, [])
-    secs = [s["seconds"] for s in got if "seconds" in s]
-    figs[key] = _make_figure(label, events, secs, vs, figs, [s["error"] for s in got if "error" in s])
+    secs = [x for s in got if "seconds" in s for x in s.get("seconds_all", [s["seconds"]])]
+    figs[key] = _make_figure(
+        label,
+        events,
+        secs,
+        vs,
+        figs,
+        [s["error"] for s in got if "error" in s],
+        [s["load_avg"] for s in got if "load_avg" in s],
+    )
 
 
 def _median_memory(samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -745,9 +1056,19 @@ def _median_memory(samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return {k: statistics.median(m[k] for m in mems) for k in mems[0]}
 
 
-def _criterion(what: str, value: float, target: float, unit: str, op: str, note: str = "") -> dict[str, Any]:
+def _criterion(
+    what: str, value: float, target: float, unit: str, op: str, note: str = ""
+) -> dict[str, Any]:
     met = value >= target if op == ">=" else value <= target
-    return {"what": what, "value": value, "target": target, "unit": unit, "op": op, "met": met, "note": note}
+    return {
+        "what": what,
+        "value": value,
+        "target": target,
+        "unit": unit,
+        "op": op,
+        "met": met,
+        "note": note,
+    }
 
 
 def _num(x: float | None, fmt: str = ",.0f") -> str:
@@ -755,73 +1076,144 @@ def _num(x: float | None, fmt: str = ",.0f") -> str:
 
 
 def format_table(results: Mapping[str, Any]) -> str:
-    """The printed report: one row per figure (median), its baseline and ratio; memory; targets."""
-    lines = []
+    """The printed report: one row per figure, its baseline and ratio; memory; the targets.
+
+    ``events/s`` and ``ratio`` come from median times, ``best`` from the fastest run; ``load``
+    is the machine's 1-minute load average during the runs (above the CPU count, other work
+    competed for the cores and the ratios are less trustworthy).
+    """
     m = results.get("machine", {})
-    lines.append(f"rntensor bench, {m.get('date', '')}, {m.get('cpus', '?')} CPUs, "
-                 f"{m.get('memory_gb', 0):.0f} GB, python {m.get('python', '')}; medians of {results.get('repeat')}")
+    lines = [
+        f"rntensor bench, {m.get('date', '')}, {m.get('cpus', '?')} CPUs, {m.get('memory_gb', 0):.0f} GB, "
+        f"python {m.get('python', '')}; medians of {results.get('repeat')} runs"
+    ]
     for section in SECTIONS:
         sec = results.get(section)
         if sec is None:
             continue
         lines.append("")
         if "skipped" in sec or "error" in sec:
-            lines.append(f"[{section}] " + (f"skipped: {sec['skipped']}" if "skipped" in sec else f"error: {sec['error']}"))
+            what = f"skipped: {sec['skipped']}" if "skipped" in sec else f"error: {sec['error']}"
+            lines.append(f"[{section}] {what}")
             continue
-        params = sec.get("params", {})
-        lines.append(f"[{section}] {params.get('events', 0):,} events")
-        lines.append(f"  {'measurement':<56}{'events/s':>13}{'median s':>10}  {'vs':<14}{'ratio':>8}")
+        lines.append(f"[{section}] {sec.get('params', {}).get('events', 0):,} events")
+        lines.append(
+            f"  {'measurement':<54}{'events/s':>12}{'best':>12}{'median s':>10}{'load':>6}"
+            f"  {'vs':<14}{'ratio':>7}{'best':>7}"
+        )
         figs = sec["figures"]
         for f in figs.values():
             vs = figs[f["vs"]]["label"].split(",")[0][:13] if f.get("vs") in figs else ""
             ratio = f"{f['ratio']:.2f}x" if f.get("ratio") is not None else ""
-            err = f"  ({len(f['errors'])} failed: {f['errors'][0][:80]})" if f.get("errors") else ""
-            lines.append(f"  {f['label']:<56}{_num(f['events_per_s']):>13}{_num(f['seconds'], '.3f'):>10}  "
-                         f"{vs:<14}{ratio:>8}{err}")
+            best = f"{f['best_ratio']:.2f}x" if f.get("best_ratio") is not None else ""
+            err = (
+                f"  ({len(f['errors'])} failed: {f['errors'][0][:100]})" if f.get("errors") else ""
+            )
+            lines.append(
+                f"  {f['label']:<54}{_num(f['events_per_s']):>12}{_num(f['best_events_per_s']):>12}"
+                f"{_num(f['seconds'], '.3f'):>10}{_num(f.get('load_avg'), '.1f'):>6}  {vs:<14}"
+                f"{ratio:>7}{best:>7}{err}"
+            )
         for name, mem in sec.get("memory", {}).items():
-            lines.append(f"  memory {name:<18} peak RSS {mem['peak_rss_bytes'] / 1e6:,.0f} MB "
-                         f"(+{mem['peak_rss_above_start_bytes'] / 1e6:,.0f} MB above start), "
-                         f"peak PSS {mem['peak_pss_bytes'] / 1e6:,.0f} MB (+{mem['peak_pss_above_start_bytes'] / 1e6:,.0f} MB)")
+            parts = [
+                f"{k.upper()} {mem[f'peak_{k}_bytes'] / 1e6:,.0f} MB (+{mem[f'peak_{k}_above_start_bytes'] / 1e6:,.0f})"
+                for k in ("rss", "pss", "anon")
+            ]
+            lines.append(f"  peak memory {name:<14} " + ", ".join(parts))
         for c in sec.get("criteria", []):
-            mark = "met" if c["met"] else "NOT met"
             note = f"; {c['note']}" if c.get("note") else ""
-            lines.append(f"  target: {c['what']}: {c['value']:.2f} {c['unit']} "
-                         f"(want {c['op']} {c['target']:.2f} {c['unit']}{note}): {mark}")
+            lines.append(
+                f"  target: {c['what']}: {c['value']:.2f} {c['unit']} (want {c['op']} "
+                f"{c['target']:.2f} {c['unit']}{note}): {'met' if c['met'] else 'NOT met'}"
+            )
     return "\n".join(lines)
 
 
 # -- entry points ---------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``rntensor bench`` (and of ``python -m rntensor.bench``)."""
-    parser.add_argument("--events", type=int, default=1_000_000, help="generated events (default 1000000)")
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="generated events (default 1000000)"
+    )
     parser.add_argument("--files", type=int, default=4, help="input files (default 4)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; figures are medians (default 3)")
-    parser.add_argument("--only", choices=SECTIONS, action="append",
-                        help="run only this section (repeatable; default: all)")
-    parser.add_argument("--workdir", default=".bench", help="generated data, caches and scratch (default ./.bench)")
-    parser.add_argument("--json", metavar="OUT", default=None, help="also write every figure to this JSON file")
-    parser.add_argument("--input-compression", choices=["zstd", "none"], default="zstd",
-                        help="compression of the generated RNTuple files (default zstd)")
-    parser.add_argument("--input-gb", type=float, default=None,
-                        help="size the input to this many GB on disk instead of --events (e.g. 5)")
-    parser.add_argument("--workers", type=int, default=2, help="Dask workers for the conversion (default 2)")
-    parser.add_argument("--shard-size", default="128 MB", help="conversion shard size (default 128 MB)")
-    parser.add_argument("--num-workers", type=int, action="append", default=None,
-                        help="DataLoader workers to measure (repeatable; default 0 and 2)")
-    parser.add_argument("--shuffle-buffer", type=int, default=65536, help="loader shuffle buffer, events")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per measurement; figures are medians (default 3)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        action="append",
+        help="run only this section (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--workdir", default=".bench", help="generated data, caches and scratch (default ./.bench)"
+    )
+    parser.add_argument(
+        "--json", metavar="OUT", default=None, help="also write every figure to this JSON file"
+    )
+    parser.add_argument(
+        "--input-compression",
+        choices=["zstd", "none"],
+        default="zstd",
+        help="compression of the generated RNTuple files (default zstd)",
+    )
+    parser.add_argument(
+        "--input-gb",
+        type=float,
+        default=None,
+        help="size the input to this many GB on disk instead of --events (e.g. 5)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="Dask workers for the conversion (default 2)"
+    )
+    parser.add_argument(
+        "--shard-size", default="128 MB", help="conversion shard size (default 128 MB)"
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        action="append",
+        default=None,
+        help="DataLoader workers to measure (repeatable; default 0 and 2)",
+    )
+    parser.add_argument(
+        "--shuffle-buffer", type=int, default=65536, help="loader shuffle buffer, events"
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="leave out a measurement (repeatable): uproot, awkward, memcpy, convert, "
+        "convert_warm, convert_sync, stages, rdataloader, plain",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="timed epochs per loader run, after a warm-up (default 3)",
+    )
 
 
 def _machine() -> dict[str, Any]:
     import psutil
 
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
-            "memory_gb": psutil.virtual_memory().total / 1e9, "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg()[0],
+        "memory_gb": psutil.virtual_memory().total / 1e9,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Run the chosen sections, print the table, optionally write ``--json``; return the results."""
-    for name in ("events", "files", "repeat", "workers"):
+    for name in ("events", "files", "repeat", "workers", "epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     sections = args.only or list(SECTIONS)
@@ -829,12 +1221,24 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     compression = None if args.input_compression == "none" else args.input_compression
     n_events = args.events
     if args.input_gb:
-        n_events = events_for_bytes(int(args.input_gb * 1e9), compression=compression, workdir=workdir)
-        print(f"{args.input_gb:g} GB of {args.input_compression} RNTuple is about {n_events:,} events", flush=True)
+        n_events = events_for_bytes(
+            int(args.input_gb * 1e9), compression=compression, workdir=workdir
+        )
+        print(
+            f"{args.input_gb:g} GB of {args.input_compression} RNTuple is about {n_events:,} events",
+            flush=True,
+        )
     files = prepare_inputs(workdir, n_events=n_events, n_files=args.files, compression=compression)
-    results: dict[str, Any] = {"machine": _machine(), "repeat": args.repeat, "workdir": workdir,
-                               "inputs": {"files": files, "bytes": sum(os.path.getsize(f) for f in files),
-                                          "compression": args.input_compression}}
+    results: dict[str, Any] = {
+        "machine": _machine(),
+        "repeat": args.repeat,
+        "workdir": workdir,
+        "inputs": {
+            "files": files,
+            "bytes": sum(os.path.getsize(f) for f in files),
+            "compression": args.input_compression,
+        },
+    }
     num_workers = args.num_workers or [0, 2]
 
     def log(msg: str) -> None:
@@ -842,16 +1246,38 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     if "convert" in sections:
         log("[convert] measuring ...")
-        results["convert"] = bench_convert(files, workdir, repeat=args.repeat, workers=args.workers,
-                                           shard_size=args.shard_size, log=log)
+        results["convert"] = bench_convert(
+            files,
+            workdir,
+            repeat=args.repeat,
+            workers=args.workers,
+            shard_size=args.shard_size,
+            skip=args.skip,
+            log=log,
+        )
     if "load" in sections:
         log("[load] measuring ...")
-        results["load"] = bench_load(files, workdir, repeat=args.repeat, num_workers=num_workers,
-                                     shuffle_buffer=args.shuffle_buffer, log=log)
+        results["load"] = bench_load(
+            files,
+            workdir,
+            repeat=args.repeat,
+            epochs=args.epochs,
+            num_workers=num_workers,
+            shuffle_buffer=args.shuffle_buffer,
+            skip=args.skip,
+            log=log,
+        )
     if "gpu" in sections:
         log("[gpu] measuring ...")
-        cache = prepare_cache(LOAD_SCHEMA, files, workdir)
-        results["gpu"] = bench_gpu(cache, n_events, repeat=args.repeat, num_workers=max(num_workers), log=log)
+        results["gpu"] = bench_gpu(
+            files,
+            workdir,
+            repeat=args.repeat,
+            epochs=args.epochs,
+            num_workers=max(num_workers),
+            log=log,
+        )
+    results["machine"]["load_avg_end"] = os.getloadavg()[0]
     print()
     print(format_table(results))
     if args.json:
@@ -882,7 +1308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         _child_main(argv[1], argv[2])
         return 0
-    parser = argparse.ArgumentParser(prog="python -m rntensor.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m rntensor.bench", description=__doc__.split("\n")[0]
+    )
     add_arguments(parser)
     run_bench(parser.parse_args(argv))
     return 0

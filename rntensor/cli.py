@@ -117,6 +117,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     result = infer(
         args.model, args.data, args.output, schema=args.schema, batch_size=args.batch_size,
         device=args.device, storage_options=_storage_options(args.storage_options),
+        stats_from=args.stats_from,
     )
     print(result.summary())
     return 0
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("data", help="dataset folder (converted cache) or ROOT files with --schema")
     n.add_argument("--output", "-o", required=True, help="friend file to write (.root or .arrow)")
     n.add_argument("--schema", default=None, help="schema, when reading ROOT files directly")
+    n.add_argument("--stats-from", default=None, help="training cache whose normalization statistics to apply (with --schema)")
     n.add_argument("--batch-size", type=int, default=4096)
     n.add_argument("--device", default="cpu")
     n.add_argument("--storage-options", help="JSON fsspec options")

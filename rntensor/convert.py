@@ -492,14 +492,19 @@ def iter_tables(
     step_size: int | str = "64 MB",
     read_ahead: int = 2,
     tasks: Sequence[Task] | None = None,
+    resolved: ResolvedSchema | None = None,
 ) -> Iterator[tuple[Table, Task]]:
     """Read ROOT inputs directly and yield transformed tables in input order.
 
     A small thread pool reads ``read_ahead`` ranges ahead while the caller consumes the
-    current one (uproot releases the GIL while decompressing).
+    current one (uproot releases the GIL while decompressing).  Given ``tasks`` and
+    ``resolved`` (from :func:`plan`), the inputs are not opened and validated again.
     """
-    resolved, planned, _ = plan(schema, inputs, storage_options=storage_options, shard_size=step_size)
-    todo = list(tasks) if tasks is not None else planned
+    if tasks is not None and resolved is not None:
+        todo = list(tasks)
+    else:
+        resolved, planned, _ = plan(schema, inputs, storage_options=storage_options, shard_size=step_size)
+        todo = list(tasks) if tasks is not None else planned
 
     def work(t: Task) -> Table:
         cols = t.source.read(resolved.input_fields, t.entry_start, t.entry_stop)

@@ -36,26 +36,10 @@ DEMO_SCHEMA: dict[str, Any] = {
 
 
 def make_model() -> Any:
-    """A small deep-sets jet tagger taking a batch dict (built here so importing skips torch)."""
-    import torch
-    from torch import nn
-
-    class JetTagger(nn.Module):
-        """A small deep-sets style tagger: per-jet MLP, masked sum, head with the scalars."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.phi = nn.Sequential(nn.Linear(5, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU())
-            self.rho = nn.Sequential(nn.Linear(32 + 3, 32), nn.ReLU(), nn.Linear(32, 2))
-
-        def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            jets = batch["jets"]
-            mask = batch["jets_mask"].unsqueeze(-1).to(jets.dtype)
-            pooled = (self.phi(jets) * mask).sum(1)
-            return self.rho(torch.cat([pooled, batch["scalars"]], dim=1))
+    """The demo's jet tagger (:class:`rntensor.torch.models.JetTagger`)."""
+    from rntensor.torch.models import JetTagger
 
     return JetTagger()
-
 
 
 def run_demo(workdir: str = "rntensor-demo", *, n_events: int = 200_000, workers: int = 2, quiet: bool = False) -> dict[str, Any]:
@@ -93,7 +77,8 @@ def run_demo(workdir: str = "rntensor-demo", *, n_events: int = 200_000, workers
     torch.manual_seed(0)
     model = make_model()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loader = DataLoader(cache, batch_size=1024, shuffle=True, seed=1, split="train", num_workers=0)
+    used = ["jets", "jets_mask", "scalars", "target", "weight"]  # the model ignores the muons
+    loader = DataLoader(cache, batch_size=1024, shuffle=True, seed=1, split="train", num_workers=0, columns=used)
     lossf = torch.nn.CrossEntropyLoss(reduction="none")
     t = time.perf_counter()
     seen, losses = 0, []
@@ -109,10 +94,9 @@ def run_demo(workdir: str = "rntensor-demo", *, n_events: int = 200_000, workers
     say(f"      loss {sum(losses[:k]) / k:.4f} (first batches) -> {sum(losses[-k:]) / k:.4f} (last batches)")
 
     say("[4/4] inference over the test split, writing a friend file")
-    scripted = torch.jit.script(model)
     model_path = os.path.join(workdir, "model.pt")
-    torch.jit.save(scripted, model_path)
-    test = DataLoader(cache, batch_size=4096, shuffle=False, split="test", keep=True, num_workers=0)
+    torch.save(model, model_path)
+    test = DataLoader(cache, batch_size=4096, shuffle=False, split="test", keep=True, num_workers=0, columns=used)
     out = infer(model_path, test, os.path.join(workdir, "friend.root"))
     figures["infer"] = (out.rows, out.seconds)
 

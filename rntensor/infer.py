@@ -39,20 +39,20 @@ class InferResult:
 
 
 def load_model(path: str, device: str = "cpu") -> Any:
-    """A TorchScript file (``torch.jit.save``) or a pickled module (``torch.save``)."""
+    """A pickled module (``torch.save``; its class must be importable) or TorchScript."""
     import torch
 
     if not os.path.exists(path):
-        raise SourceError(f"model file not found: {path}; pass the path of a torch.jit.save'd model")
+        raise SourceError(f"model file not found: {path}; pass the path of a saved model")
     try:
-        return torch.jit.load(path, map_location=device)
+        return torch.load(path, map_location=device, weights_only=False)
     except Exception:
         try:
-            return torch.load(path, map_location=device, weights_only=False)
+            return torch.jit.load(path, map_location=device)
         except Exception as err:
             raise SourceError(
-                f"cannot load model {path}: {type(err).__name__}: {err}; save it with torch.jit.save "
-                "(or torch.save of a module whose class is importable)"
+                f"cannot load model {path}: {type(err).__name__}: {err}; save it with torch.save "
+                "(its class must be importable) or torch.jit.save"
             ) from err
 
 
@@ -65,6 +65,7 @@ def infer(
     batch_size: int = 4096,
     device: str = "cpu",
     storage_options: Mapping[str, Any] | None = None,
+    stats_from: str | None = None,
     tree_name: str = "Friends",
 ) -> InferResult:
     """Run ``model`` over ``data`` (a dataset path, ROOT inputs with ``schema``, or a loader).
@@ -79,6 +80,8 @@ def infer(
         batch_size: events per forward pass.
         device: ``"cpu"`` or ``"cuda"``.
         storage_options: fsspec options for S3 inputs.
+        stats_from: with ``schema``, the training cache whose normalization statistics the
+            model was trained with (needed when the schema normalizes an output).
         tree_name: name of the friend TTree.
     """
     import torch
@@ -94,7 +97,15 @@ def infer(
         loader = data
     elif schema is not None:
         inputs = [data] if isinstance(data, str) else list(data)
-        loader = DataLoader.from_root(inputs, schema, batch_size=batch_size, storage_options=storage_options, keep=True, device=device)
+        stats = None
+        if stats_from is not None:
+            from rntensor.cache.read import open_cache
+
+            stats = open_cache(stats_from, storage_options=storage_options).stats
+        loader = DataLoader.from_root(
+            inputs, schema, batch_size=batch_size, storage_options=storage_options, keep=True,
+            device=device, stats=stats,
+        )
     else:
         loader = DataLoader(data, batch_size=batch_size, shuffle=False, split=None, keep=True, storage_options=storage_options, device=device, drop_last=False)
     t0 = time.perf_counter()

@@ -276,3 +276,17 @@ def expected_rows(manifest: dict[str, Any]) -> list[tuple[str, int]]:
         e = np.arange(s["entry_start"], s["entry_stop"])
         out += [(s["source"]["name"], int(x)) for x in e[e % 7 != 0]]
     return out
+
+
+def copy_to_memory(path: str, prefix: str) -> str:
+    """Copy a cache folder into fsspec's in-memory filesystem; returns its ``memory://`` URL
+    (a remote store for the read-through tests; forked workers inherit it)."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for root, _, files in os.walk(path):
+        for name in files:
+            src = os.path.join(root, name)
+            with open(src, "rb") as f:
+                fs.pipe_file(f"{prefix}/{os.path.relpath(src, path)}", f.read())
+    return f"memory://{prefix}"

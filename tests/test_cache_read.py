@@ -9,7 +9,7 @@ import shutil
 import fsspec
 import numpy as np
 import pytest
-from _cache_factory import FINGERPRINT, write_cache
+from _cache_factory import FINGERPRINT, copy_to_memory, write_cache
 from _contracts import assert_pickle_roundtrip
 
 from rntensor.cache.read import CacheReader, open_cache
@@ -150,19 +150,9 @@ def test_missing_and_corrupt_shard(cache):
         open_cache(path).verify_shards([1])
 
 
-def _to_memory(path: str, prefix: str) -> str:
-    fs = fsspec.filesystem("memory")
-    for root, _, files in os.walk(path):
-        for name in files:
-            src = os.path.join(root, name)
-            with open(src, "rb") as f:
-                fs.pipe_file(f"{prefix}/{os.path.relpath(src, path)}", f.read())
-    return f"memory://{prefix}"
-
-
 def test_remote_read_through_lru(cache, tmp_path):
     path, manifest = cache
-    url = _to_memory(path, "/bucket/lru")
+    url = copy_to_memory(path, "/bucket/lru")
     sizes = [s["bytes"] for s in manifest["shards"]]
     local = tmp_path / "local"
     r = open_cache(url, local_cache=local, local_cache_bytes=int(max(sizes) * 2.5))
@@ -178,7 +168,8 @@ def test_remote_read_through_lru(cache, tmp_path):
     kept = sorted(p.name for p in local.glob("*.arrow"))
     assert len(kept) == 2  # the limit holds two shards: the least recently used went
     assert kept == sorted(f"{manifest['shards'][i]['key']}.arrow" for i in (3, 4))
-    r.prefetch([5, 6])
+    for f in r.prefetch([5, 6]):
+        assert os.path.exists(f.result())
     r.close()
     assert (local / f"{manifest['shards'][6]['key']}.arrow").exists()
     assert_pickle_roundtrip(r, lambda a, b: b.read_shard(7))
@@ -186,7 +177,7 @@ def test_remote_read_through_lru(cache, tmp_path):
 
 def test_remote_corrupt_download(cache, tmp_path):
     path, manifest = cache
-    url = _to_memory(path, "/bucket/bad")
+    url = copy_to_memory(path, "/bucket/bad")
     fs = fsspec.filesystem("memory")
     rel = manifest["shards"][0]["path"]
     data = bytearray(fs.cat_file(f"/bucket/bad/{rel}"))

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _cache_factory import expected_rows, write_cache
+from _cache_factory import copy_to_memory, expected_rows, write_cache
 from _contracts import (
     assert_deterministic,
     assert_pickle_roundtrip,
@@ -45,13 +45,13 @@ def rows_of(batches) -> list[tuple[str, int]]:
     return out
 
 
-def emulate(ds: CacheDataset, workers: int, group: int = 1) -> list[dict[str, np.ndarray]]:
+def emulate(ds: CacheDataset, workers: int, chunk: int = 1) -> list[dict[str, np.ndarray]]:
     """The batches torch's DataLoader yields with ``workers`` processes: each worker's
-    groups of ``group`` batches, round-robin."""
+    chunks of ``chunk`` batches, round-robin."""
     streams = []
     for w in range(workers):
-        mine = list(ds.iter_numpy(w, workers, group))
-        streams.append([mine[i : i + group] for i in range(0, len(mine), group)])
+        mine = list(ds.iter_numpy(w, workers, chunk))
+        streams.append([mine[i : i + chunk] for i in range(0, len(mine), chunk)])
     return [b for turn in itertools.zip_longest(*streams) for g in turn if g for b in g]
 
 
@@ -98,6 +98,7 @@ def test_exactly_once(cache, world_size, workers, even_split, split):
         assert sorted(got) == sorted(want)  # every event of the split exactly once
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 def test_real_workers_match_emulation_and_each_other(cache):
     path, _ = cache
 
@@ -113,7 +114,7 @@ def test_real_workers_match_emulation_and_each_other(cache):
     ds.set_epoch(1)
     emulated = [{k: torch.from_numpy(v) for k, v in b.items()} for b in emulate(ds, 3, 2)]
     loader = make(3)()
-    loader.transfer_batches = 2
+    loader.chunk_batches = 2
     loader.set_epoch(1)
     assert_same_batches(list(loader), emulated)
 
@@ -181,6 +182,14 @@ def test_determinism_seed_and_epoch(cache):
     plain = DataLoader(path, batch_size=32, keep=True)
     assert rows_of(plain) == expected_rows(plain.dataset.reader.manifest)
 
+    def make(chunk):
+        return lambda: DataLoader(
+            path, batch_size=16, shuffle=True, seed=7, shuffle_buffer=80, split="train",
+            keep=True, chunk_batches=chunk, ragged="offsets",
+        )  # fmt: skip
+
+    assert_deterministic(make(1), epochs=(0,), other=make(5))  # chunking changes nothing
+
 
 def test_splits_disjoint_covering_and_stable(tmp_path):
     a = write_cache(tmp_path / "a", SOURCES, shard_entries=64)
@@ -231,19 +240,22 @@ def test_normalization(cache):
 
 def test_ragged_nested_and_offsets(cache):
     path, _ = cache
-    kw = dict(batch_size=32, shuffle=True, seed=2, shuffle_buffer=100, keep=True)
-    off = next(iter(DataLoader(path, ragged="offsets", **kw)))
-    nested = next(iter(DataLoader(path, ragged="nested", **kw)))
-    e = off["_entry"].numpy()
-    assert np.array_equal(np.diff(off["muons_offsets"].numpy()), e % 4)
-    assert np.array_equal(off["muons"][:, 0].numpy(), np.repeat(e, e % 4))
-    mu = nested["muons"]
-    assert mu.is_nested and mu.size(0) == 32 and mu.size(2) == 3 and "muons_offsets" not in nested
-    assert torch.equal(mu.values(), off["muons"]) and torch.equal(
-        mu.offsets(), off["muons_offsets"]
-    )
-    for i, t in enumerate(mu.unbind()):
-        assert t.shape == (e[i] % 4, 3)
+    kw = dict(batch_size=32, shuffle=True, seed=2, shuffle_buffer=100, keep=True, chunk_batches=3)
+    offs = list(DataLoader(path, ragged="offsets", **kw))
+    nests = list(DataLoader(path, ragged="nested", **kw))
+    assert len(offs) == len(nests) > 3
+    for off, nested in zip(offs, nests, strict=True):  # every batch of every chunk
+        e = off["_entry"].numpy()
+        assert off["muons_offsets"][0] == 0
+        assert np.array_equal(np.diff(off["muons_offsets"].numpy()), e % 4)
+        assert np.array_equal(off["muons"][:, 0].numpy(), np.repeat(e, e % 4))
+        mu = nested["muons"]
+        assert mu.is_nested and mu.size(0) == len(e) and mu.size(2) == 3
+        assert "muons_offsets" not in nested
+        assert torch.equal(mu.values(), off["muons"])
+        assert torch.equal(mu.offsets(), off["muons_offsets"])
+        for i, t in enumerate(mu.unbind()):
+            assert t.shape == (e[i] % 4, 3)
 
 
 def test_one_hot_columns_keep(cache):
@@ -410,7 +422,7 @@ def test_device_prefetcher_cpu_passthrough(cache):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu  # deselected by default (pyproject addopts); run with `pytest -m gpu` on a GPU
 def test_device_prefetcher_cuda(cache):
     path, _ = cache
     cpu = list(DataLoader(path, batch_size=16, shuffle=True, seed=1, keep=True, ragged="offsets"))
@@ -471,3 +483,27 @@ def test_real_conversion_cache_and_from_root(small_dataset, tmp_path):
         rows_a = sorted(zip(*(torch.cat([x[c] for x in a]).tolist() for c in cols), strict=True))
         rows_b = sorted(zip(*(torch.cat([x[c] for x in b]).tolist() for c in cols), strict=True))
         assert rows_a == rows_b and len(set(rows_a)) == len(rows_a) > 0
+
+
+def test_remote_cache_with_forked_workers(cache, tmp_path):
+    """A remote cache read through the local folder, by worker processes forked from a parent
+    whose reader already runs prefetch threads: same batches as the local cache."""
+    from rntensor.cache.read import open_cache
+
+    path, _ = cache
+    reader = open_cache(copy_to_memory(path, "/bucket/loader"), local_cache=tmp_path / "l")
+    reader.prefetch([0, 1])
+    kw = dict(batch_size=32, shuffle=True, seed=9, shuffle_buffer=64, keep=True, ragged="offsets")
+    remote = DataLoader(reader, num_workers=2, multiprocessing_context="fork", **kw)
+    assert_same_batches(list(remote), list(DataLoader(path, **kw)))
+    assert len(list((tmp_path / "l").glob("*.arrow"))) == len(reader.shards)
+
+
+def test_state_refused_for_another_cache(cache, tmp_path):
+    path, _ = cache
+    state = DataLoader(path, batch_size=16).state_dict()
+    write_cache(tmp_path, SOURCES[:2])
+    with pytest.raises(ValueError, match="split_rows"):
+        DataLoader(tmp_path, batch_size=16).load_state_dict(state)
+    with pytest.raises(ValueError, match="fractions"):
+        DataLoader(path, batch_size=16, fractions=(0.7, 0.2, 0.1)).load_state_dict(state)

@@ -17,7 +17,6 @@ The decoded layout is documented in :mod:`rntensor.cache.decode`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -31,6 +30,7 @@ import pyarrow.ipc as ipc
 from rntensor.cache import FORMAT_VERSION, MANIFEST_NAME, parse_bytes
 from rntensor.cache.decode import decode_column
 from rntensor.cache.readthrough import RemoteStore, file_checksum
+from rntensor.cache.write import dest_filesystem, load_manifest
 from rntensor.errors import CacheError, SchemaError, did_you_mean
 
 __all__ = ["KNOWN_FORMAT_VERSIONS", "CacheReader", "open_cache"]
@@ -117,13 +117,14 @@ class CacheReader:
 
     # -- pickling: no handles, threads or locks in the state -----------------------------
     def _init_runtime(self) -> None:
+        self._pid = os.getpid()  # a forked copy (DataLoader worker) starts its own threads
         self._lock = threading.Lock()
         self._checked: set[int] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._pending: dict[int, Future[str]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        drop = {"_lock", "_checked", "_executor", "_pending"}
+        drop = {"_pid", "_lock", "_checked", "_executor", "_pending"}
         return {k: v for k, v in self.__dict__.items() if k not in drop}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -162,34 +163,18 @@ class CacheReader:
         return self.manifest.get("schema") or {}
 
     def _load_manifest(self) -> dict[str, Any]:
-        url = f"{self.path}/{MANIFEST_NAME}"
-        rerun = f"run `rntensor convert SCHEMA INPUTS --output {self.path}` to build it"
-        try:
-            if self._store is not None:
-                text = self._store.read_bytes(MANIFEST_NAME)
-            else:
-                with open(url, "rb") as f:
-                    text = f.read()
-        except FileNotFoundError as err:
-            where = "" if self.remote or os.path.isdir(self.path) else " (no such folder)"
-            raise CacheError(
-                f"no {MANIFEST_NAME} in cache {self.path!r}{where}: this is not a converted "
-                f"cache or its conversion did not finish (the manifest is written last); {rerun}"
-            ) from err
-        except OSError as err:
-            raise CacheError(
-                f"cannot read {url!r}: {' '.join(str(err).split())[:300]}; check the path, "
-                "storage_options and credentials"
-            ) from err
-        try:
-            manifest = json.loads(text)
-        except ValueError as err:
-            raise CacheError(
-                f"{url!r} is not valid JSON ({err}); the cache is damaged: {rerun}"
-            ) from err
+        if self._store is not None:
+            fs, root = self._store.filesystem(), self._store.root
+        else:
+            fs, root = dest_filesystem(self.path)
+        manifest = load_manifest(fs, root)  # bad JSON → CacheError, unreadable → StorageError
         if not isinstance(manifest, dict):
+            where = "" if self.remote or os.path.isdir(self.path) else " (no such folder)"
+            what = "no" if manifest is None else f"a {type(manifest).__name__} as"
             raise CacheError(
-                f"{url!r} holds {type(manifest).__name__}, expected an object; {rerun}"
+                f"{what} {MANIFEST_NAME} in cache {self.path!r}{where}: this is not a converted "
+                "cache or its conversion did not finish (the manifest is written last); run "
+                f"`rntensor convert SCHEMA INPUTS --output {self.path}` to build it"
             )
         return manifest
 
@@ -240,6 +225,8 @@ class CacheReader:
         s = self._shard(i)
         size = s.get("bytes")
         if self._store is not None:
+            if self._pid != os.getpid():
+                self._init_runtime()
             pending = self._pending.get(i)
             if pending is not None:
                 try:
@@ -291,11 +278,18 @@ class CacheReader:
         finally:
             self.verify = saved
 
-    def prefetch(self, indices: Iterable[int]) -> None:
-        """Start fetching shards in the background (downloads, or OS read-ahead when local)."""
-        todo = [i for i in indices if 0 <= i < len(self.shards) and i not in self._pending]
-        if not todo:
-            return
+    def prefetch(self, indices: Iterable[int]) -> list[Future[str]]:
+        """Start fetching shards in the background (downloads, or OS read-ahead when local).
+
+        Returns the futures of their local paths (best effort: :meth:`close` cancels the
+        ones not started; a failed prefetch is retried, with its error, when the shard is read).
+        """
+        if self._pid != os.getpid():  # forked: the parent's threads are not here
+            self._init_runtime()
+        wanted = [i for i in indices if 0 <= i < len(self.shards)]
+        todo = [i for i in wanted if i not in self._pending]
+        if not wanted:
+            return []
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
@@ -303,9 +297,11 @@ class CacheReader:
                 )
             for i in todo:
                 self._pending[i] = self._executor.submit(self._warm, i)
+            futures = [self._pending[i] for i in wanted]
             if len(self._pending) > 64:  # forget finished ones
                 for k in [k for k, f in self._pending.items() if f.done()][:32]:
                     del self._pending[k]
+        return futures
 
     def _warm(self, i: int) -> str:
         if self._store is not None:
@@ -320,24 +316,25 @@ class CacheReader:
         return path
 
     def read_table(self, i: int, columns: Sequence[str] | None = None) -> pa.Table:
-        """Shard ``i`` as a (memory-mapped) Arrow table with ``columns`` (all by default)."""
+        """Shard ``i`` as a (memory-mapped) Arrow table with ``columns`` (all by default).
+
+        The whole record batch is mapped and the columns selected afterwards: zero-copy and
+        ~30x faster than Arrow's field selection on a memory map, which copies the buffers
+        (a compressed shard is decompressed whole, though).
+        """
         path = self.local_path(i)
         try:
             with pa.memory_map(path, "r") as source:
-                reader = ipc.open_file(source)
-                names = reader.schema.names
-                options = None
-                if columns is not None:
-                    missing = [c for c in columns if c not in names]
-                    if missing:
-                        raise CacheError(
-                            f"shard file {path!r} lacks columns {missing} the manifest lists; "
-                            "it is corrupt: re-run `rntensor convert` with the same destination",
-                            context=self.shard_context(i),
-                        )
-                    options = ipc.IpcReadOptions(included_fields=[names.index(c) for c in columns])
-                    reader = ipc.open_file(source, options=options)
-                table = reader.read_all()
+                table = ipc.open_file(source).read_all()
+            if columns is not None:
+                missing = [c for c in columns if c not in table.column_names]
+                if missing:
+                    raise CacheError(
+                        f"shard file {path!r} lacks columns {missing} the manifest lists; "
+                        "it is corrupt: re-run `rntensor convert` with the same destination",
+                        context=self.shard_context(i),
+                    )
+                table = table.select(list(columns))
         except (pa.ArrowException, OSError) as err:
             raise CacheError(
                 f"cannot read shard file {path!r}: {' '.join(str(err).split())[:300]}; it is "

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -77,6 +78,8 @@ class ReadThroughCache:
         self.capacity_bytes = capacity_bytes
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._pid = os.getpid()
+        self._clock = 0
 
     def __getstate__(self) -> dict[str, Any]:
         return {"folder": self.folder, "capacity_bytes": self.capacity_bytes}
@@ -92,6 +95,8 @@ class ReadThroughCache:
         path = self.path_of(key)
         if self._hit(path, size):
             return path
+        if self._pid != os.getpid():  # forked: locks copied from the parent may look held
+            self._locks, self._guard, self._pid = {}, threading.Lock(), os.getpid()
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:  # one thread of this process per key ...
@@ -114,9 +119,15 @@ class ReadThroughCache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return False
-        with contextlib.suppress(OSError):
-            os.utime(path)  # LRU: mtime is the last use
+        self._touch(path)
         return True
+
+    def _touch(self, path: str) -> None:
+        """LRU: the modification time is the last use.  Set explicitly, strictly increasing
+        in this process: the kernel's file clock ticks only every few milliseconds."""
+        self._clock = max(time.time_ns(), self._clock + 1)
+        with contextlib.suppress(OSError):
+            os.utime(path, ns=(self._clock, self._clock))
 
     def _download(
         self, url: str, fs: Any, path: str, *, size: int | None, checksum: str | None
@@ -157,6 +168,7 @@ class ReadThroughCache:
                 f"shard {url!r} is corrupt or truncated ({bad}); re-run `rntensor convert` "
                 "with the same destination to rewrite it"
             )
+        self._touch(tmp)  # before the rename: the file never shows an older time than it has
         os.replace(tmp, path)
 
     def evict(self, keep: set[str] = frozenset()) -> int:  # type: ignore[assignment]
@@ -176,7 +188,7 @@ class ReadThroughCache:
             except FileNotFoundError:  # evicted by another process meanwhile
                 continue
             total += st.st_size
-            entries.append((st.st_mtime, p, st.st_size))
+            entries.append((st.st_mtime_ns, p, st.st_size))
         freed = 0
         for _, p, nbytes in sorted(entries):
             if total <= self.capacity_bytes:
@@ -231,20 +243,13 @@ class RemoteStore:
 
     def filesystem(self) -> Any:
         if self._fs is None:
-            import fsspec
+            from rntensor.cache.write import dest_filesystem
 
-            from rntensor.sources import uproot_options
-
-            opts = uproot_options(self.root, self.storage_options)
-            self._fs, _ = fsspec.core.url_to_fs(self.root, **opts)
+            self._fs, _ = dest_filesystem(self.root, self.storage_options)
         return self._fs
 
     def url(self, rel: str) -> str:
         return f"{self.root}/{rel}"
-
-    def read_bytes(self, rel: str) -> bytes:
-        with self.filesystem().open(self.url(rel), "rb") as f:
-            return f.read()
 
     @staticmethod
     def key(shard: Mapping[str, Any]) -> str:

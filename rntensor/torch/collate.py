@@ -1,33 +1,44 @@
-"""Assemble batches from decoded tables: vectorized gathers into one buffer per batch.
+"""Assemble batches from decoded tables: vectorized gathers into one buffer per chunk.
 
 A *table* is the ``dict[str, np.ndarray]`` layout of :meth:`CacheReader.read_shard` (also what
-a streaming source yields).  A batch is assembled with one ``np.take`` per column and table part
-straight into views of a single, freshly allocated byte buffer; ragged columns are gathered with
-offsets arithmetic.  The Python work per batch grows with the number of columns and tables
-touched, never with the batch size.
+a streaming source yields).  A *chunk* is a few consecutive batches assembled together: one
+``np.take`` per column and table part, straight into views of a single, freshly allocated byte
+buffer (ragged columns by offsets arithmetic), so the Python work per chunk grows with the
+number of columns and tables touched, never with the batch size, and is shared by the chunk's
+batches.
 
-One buffer per batch (not one array per column) matters downstream: a DataLoader worker hands
-over one shared-memory segment per batch instead of one per column (the per-tensor IPC cost
+One buffer per chunk (not one array per column and batch) also matters downstream: a
+DataLoader worker hands over one shared-memory segment per chunk (torch's per-tensor IPC cost
 dominated multi-worker loading), pinning pins one block, and the device copy is one transfer;
-:func:`unpack` then cuts the columns back out as zero-copy views, on whichever device.
+:func:`unpack` then cuts each batch's columns back out as zero-copy views, on any device.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from rntensor.errors import RNTensorError
 from rntensor.torch.columns import Output
 
-__all__ = ["Layout", "Packed", "Part", "gather", "unpack"]
+__all__ = [
+    "Item",
+    "Layout",
+    "Packed",
+    "Part",
+    "WorkerFailure",
+    "gather",
+    "unpack",
+    "worker_batches",
+]
 
 _ALIGN = 64
 
-# (name, numpy dtype name, shape, byte offset) of every array in a batch buffer
+# (name, numpy dtype string, shape, byte offset) of every array in a batch buffer
 Layout = tuple[tuple[str, str, tuple[int, ...], int], ...]
 
 
@@ -43,26 +54,29 @@ class Part:
 
 @dataclass
 class Packed:
-    """One batch: numpy views ``arrays`` into ``buffer``, described by ``layout``."""
+    """A chunk: ``batches[j]`` are numpy views into ``buffer``, described by ``layouts[j]``."""
 
-    arrays: dict[str, np.ndarray]
     buffer: np.ndarray
-    layout: Layout
+    batches: list[dict[str, np.ndarray]]
+    layouts: tuple[Layout, ...]
 
 
-def _allocate(specs: list[tuple[str, np.dtype, tuple[int, ...]]]) -> Packed:
-    layout = []
-    offset = 0
-    for name, dtype, shape in specs:
-        layout.append((name, dtype.name, shape, offset))
-        nbytes = math.prod(shape) * dtype.itemsize
-        offset += -(-nbytes // _ALIGN) * _ALIGN
-    buffer = np.empty(offset, dtype=np.uint8)
+Spec = tuple[str, np.dtype, tuple[int, ...]]
+
+
+def _allocate(specs: list[Spec]) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, int]]]:
+    """One buffer holding every array of ``specs``: ``{name: (view, byte offset)}``."""
+    offsets = []
+    total = 0
+    for _, dtype, shape in specs:
+        offsets.append(total)
+        total += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
+    buffer = np.empty(total, dtype=np.uint8)
     arrays = {}
-    for (name, dtype, shape), (_, _, _, off) in zip(specs, layout, strict=True):
+    for (name, dtype, shape), off in zip(specs, offsets, strict=True):
         nbytes = math.prod(shape) * dtype.itemsize
-        arrays[name] = buffer[off : off + nbytes].view(dtype).reshape(shape)
-    return Packed(arrays, buffer, tuple(layout))
+        arrays[name] = (buffer[off : off + nbytes].view(dtype).reshape(shape), off)
+    return buffer, arrays
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -85,10 +99,13 @@ def _ragged_counts(name: str, parts: Sequence[Part], n: int) -> tuple[np.ndarray
     return counts, firsts
 
 
-def gather(outputs: Sequence[Output], parts: Sequence[Part], n: int) -> Packed:
-    """Assemble one batch of ``n`` rows from ``parts``; normalization applied."""
+def gather(outputs: Sequence[Output], parts: Sequence[Part], sizes: Sequence[int]) -> Packed:
+    """Assemble a chunk of batches of ``sizes`` rows (consecutive in ``parts``' batch
+    positions) in one pass; normalization applied."""
+    n = int(sum(sizes))
+    edges = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     ragged = {o.name: _ragged_counts(o.name, parts, n) for o in outputs if o.kind == "ragged"}
-    specs: list[tuple[str, np.dtype, tuple[int, ...]]] = []
+    specs: list[Spec] = []
     for o in outputs:
         if o.kind == "shard":
             specs.append((o.name, np.dtype(np.int64), (n,)))
@@ -97,14 +114,16 @@ def gather(outputs: Sequence[Output], parts: Sequence[Part], n: int) -> Packed:
         if o.kind == "ragged":
             total = int(ragged[o.name][0].sum())
             specs.append((o.name, src.dtype, (total, *src.shape[1:])))
-            specs.append((f"{o.name}_offsets", np.dtype(np.int64), (n + 1,)))
+            for j, size in enumerate(sizes):  # each batch's offsets start at 0
+                specs.append((f"{o.name}_offsets#{j}", np.dtype(np.int64), (size + 1,)))
         else:
             specs.append((o.name, src.dtype, (n, *src.shape[1:])))
-    batch = _allocate(specs)
-    out = batch.arrays
+    buffer, arrays = _allocate(specs)
+    out = {name: a for name, (a, _) in arrays.items()}
+    firsts: dict[str, np.ndarray] = {}
     for o in outputs:
         if o.kind == "ragged":
-            _fill_ragged(o.name, parts, out, *ragged[o.name])
+            firsts[o.name] = _fill_ragged(o.name, parts, out, *ragged[o.name], edges)
         elif o.kind == "shard":
             for p in parts:
                 out[o.name][slice(None) if p.index is None else p.index] = p.table
@@ -119,7 +138,37 @@ def gather(outputs: Sequence[Output], parts: Sequence[Part], n: int) -> Packed:
         if o.mean is not None and o.inv_std is not None:
             mask = out[o.mask] if o.mask else None
             _normalize(out[o.name], o.mean, o.inv_std, mask, o.shape[-1], o.pad_value)
-    return batch
+    return _split(outputs, arrays, firsts, edges, buffer)
+
+
+def _split(
+    outputs: Sequence[Output],
+    arrays: dict[str, tuple[np.ndarray, int]],
+    firsts: dict[str, np.ndarray],
+    edges: np.ndarray,
+    buffer: np.ndarray,
+) -> Packed:
+    """Each batch's views of the chunk's arrays, and their layouts."""
+    batches, layouts = [], []
+    for j in range(len(edges) - 1):
+        a, b = int(edges[j]), int(edges[j + 1])
+        views: dict[str, np.ndarray] = {}
+        layout = []
+        for o in outputs:
+            arr, off = arrays[o.name]
+            lo, hi = (
+                (int(firsts[o.name][a]), int(firsts[o.name][b])) if o.kind == "ragged" else (a, b)
+            )
+            v = arr[lo:hi]
+            views[o.name] = v
+            layout.append((o.name, arr.dtype.str, v.shape, off + lo * arr.strides[0]))
+            if o.kind == "ragged":
+                offs, off = arrays[f"{o.name}_offsets#{j}"]
+                views[f"{o.name}_offsets"] = offs
+                layout.append((f"{o.name}_offsets", offs.dtype.str, offs.shape, off))
+        batches.append(views)
+        layouts.append(tuple(layout))
+    return Packed(buffer, batches, tuple(layouts))
 
 
 def _fill_ragged(
@@ -128,10 +177,14 @@ def _fill_ragged(
     out: dict[str, np.ndarray],
     counts: np.ndarray,
     firsts: list[np.ndarray],
-) -> None:
-    offsets = out[f"{name}_offsets"]
-    offsets[0] = 0
+    edges: np.ndarray,
+) -> np.ndarray:
+    """Gather a ragged column; returns the chunk-wide offsets (``n + 1``)."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
+    for j in range(len(edges) - 1):
+        a, b = int(edges[j]), int(edges[j + 1])
+        np.subtract(offsets[a : b + 1], offsets[a], out=out[f"{name}_offsets#{j}"])
     values = out[name]
     for p, first in zip(parts, firsts, strict=True):
         c = counts if p.index is None else counts[p.index]
@@ -140,6 +193,7 @@ def _fill_ragged(
             np.take(p.arrays[name], src, axis=0, out=values)
         else:
             values[_ranges(offsets[p.index], c)] = np.take(p.arrays[name], src, axis=0)
+    return offsets
 
 
 def _normalize(
@@ -182,3 +236,33 @@ def unpack(buffer: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
         nbytes = math.prod(shape) * dt.itemsize
         out[name] = buffer[offset : offset + nbytes].view(dt).view(shape)
     return out
+
+
+class WorkerFailure:
+    """An rntensor error in a DataLoader worker, sent in place of the batch it spoiled.
+
+    torch re-raises worker exceptions with the traceback folded into the message; sent as a
+    value, the error reaches the caller as it was raised (type, message, shard context).
+    """
+
+    def __init__(self, error: RNTensorError) -> None:
+        self.error = error
+
+
+Item = tuple[torch.Tensor, tuple[Layout, ...]]
+
+
+def worker_batches(
+    chunks: Iterator[Packed], worker: int, workers: int, rank: int, in_worker: bool
+) -> Iterator[Item | WorkerFailure]:
+    """``(buffer tensor, layouts)`` of each chunk (see :func:`unpack`); in a worker process
+    an rntensor error becomes a :class:`WorkerFailure`."""
+    try:
+        for chunk in chunks:
+            yield torch.from_numpy(chunk.buffer), chunk.layouts
+    except RNTensorError as err:
+        if not in_worker:
+            raise
+        yield WorkerFailure(
+            err.with_context(f"DataLoader worker {worker} of {workers}, rank {rank}")
+        )

@@ -1,13 +1,12 @@
 """``CacheDataset``: one rank's batches of a converted cache, as a torch ``IterableDataset``.
 
-The dataset yields whole batches, each one byte buffer plus its layout (see
-:mod:`rntensor.torch.collate`; ragged columns as values + ``<name>_offsets``), so the torch
-DataLoader runs with ``batch_size=None``.  The order of an
-epoch is fixed per rank by :mod:`rntensor.torch.plan`.  Batches go to the DataLoader workers
-in groups of ``g`` consecutive ones (one transfer each): worker ``w`` of ``n`` assembles groups
-``w, w + n, …`` counted from ``start``, and torch hands the workers' outputs back round-robin,
-which is that same order, whatever ``n`` is.  Batches before ``start`` (a resume) and other workers'
-batches cost index arithmetic only: their shards are never decoded.
+The dataset yields chunks of consecutive batches, each chunk one byte buffer plus the layouts
+of its batches (see :mod:`rntensor.torch.collate`; ragged columns as values +
+``<name>_offsets``), so the torch DataLoader runs with ``batch_size=None``.  The order of an
+epoch is fixed per rank by :mod:`rntensor.torch.plan`.  Worker ``w`` of ``n`` assembles chunks
+``w, w + n, …`` counted from ``start``, and torch hands the workers' outputs back
+round-robin, which is that same order, whatever ``n`` is.  Batches before ``start`` (a resume)
+and other workers' batches cost index arithmetic only: their shards are never decoded.
 """
 
 from __future__ import annotations
@@ -18,82 +17,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from rntensor.cache.read import CacheReader, open_cache
-from rntensor.errors import CacheError, RNTensorError
-from rntensor.torch.collate import Layout, Packed, Part, gather
+from rntensor.errors import CacheError
+from rntensor.torch.collate import Item, Packed, Part, WorkerFailure, gather, worker_batches
 from rntensor.torch.columns import resolve_outputs
 from rntensor.torch.plan import (
-    SPLITS,
-    EvenSplit,
+    _BUFFER,
+    Chunker,
     RankPlan,
     batch_positions,
     canonical_order,
+    check_common,
     epoch_rng,
+    num_batches,
+    rank_rows,
     split_mask,
 )
 
-__all__ = ["CacheDataset", "WorkerFailure", "check_common", "parts_of_batch", "worker_batches"]
-
-_BUFFER = 3  # plan's generator purpose for the shuffle buffer
-
-
-def check_common(
-    *,
-    batch_size: int,
-    seed: int,
-    shuffle_buffer: int,
-    split: str | None,
-    fractions: Sequence[float],
-    rank: int,
-    world_size: int,
-    even_split: bool | str | None,
-) -> EvenSplit:
-    """Validate the arguments shared by the datasets; returns the normalized ``even_split``."""
-    for name, value, low in (
-        ("batch_size", batch_size, 1),
-        ("seed", seed, 0),
-        ("shuffle_buffer", shuffle_buffer, 0),
-        ("world_size", world_size, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    if (
-        isinstance(rank, bool)
-        or not isinstance(rank, (int, np.integer))
-        or not 0 <= rank < world_size
-    ):
-        raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
-    f = np.asarray(fractions, dtype=np.float64)
-    if f.shape != (len(SPLITS),) or (f < 0).any() or abs(f.sum() - 1.0) > 1e-6:
-        raise ValueError(
-            f"fractions must be {len(SPLITS)} non-negative numbers (train, val, test) summing "
-            f"to 1, got {tuple(fractions)!r}"
-        )
-    if even_split is True:
-        return "drop"
-    if even_split is False or even_split is None:
-        return None
-    if even_split in ("drop", "repeat"):
-        return even_split  # type: ignore[return-value]
-    raise ValueError(f"even_split must be False, True, 'drop' or 'repeat', got {even_split!r}")
-
-
-def rank_rows(total: int, rank: int, world_size: int, even_split: EvenSplit) -> int:
-    """How many rows rank ``rank`` reads per epoch (see :mod:`rntensor.torch.plan`)."""
-    if even_split == "drop":
-        return total // world_size
-    if even_split == "repeat":
-        return -(-total // world_size) if total else 0
-    return (rank + 1) * total // world_size - rank * total // world_size
-
-
-def num_batches(rows: int, batch_size: int, drop_last: bool) -> int:
-    return rows // batch_size if drop_last else -(-rows // batch_size)
+__all__ = ["CacheDataset", "parts_of_batch"]
 
 
 def parts_of_batch(pos: np.ndarray, starts: np.ndarray, part_for: Any) -> list[Part]:
@@ -119,54 +62,6 @@ def parts_of_batch(pos: np.ndarray, starts: np.ndarray, part_for: Any) -> list[P
         k = int(seg[ix[0]])
         parts.append(part_for(k, pos[ix] - starts[k], ix))
     return parts
-
-
-class WorkerFailure:
-    """An rntensor error in a DataLoader worker, sent in place of the batch it spoiled.
-
-    torch re-raises worker exceptions with the traceback folded into the message; sent as a
-    value, the error reaches the caller as it was raised (type, message, shard context).
-    """
-
-    def __init__(self, error: RNTensorError) -> None:
-        self.error = error
-
-
-Item = tuple[torch.Tensor, tuple[Layout, ...]]
-
-
-def pack_group(batches: list[Packed]) -> Item:
-    """Several batches as one buffer: one shared-memory segment, one pin, one device copy."""
-    if len(batches) == 1:
-        return torch.from_numpy(batches[0].buffer), (batches[0].layout,)
-    layouts, base = [], 0
-    for b in batches:
-        layouts.append(tuple((n, d, s, off + base) for n, d, s, off in b.layout))
-        base += len(b.buffer)
-    return torch.from_numpy(np.concatenate([b.buffer for b in batches])), tuple(layouts)
-
-
-def worker_batches(
-    batches: Iterator[Packed], group: int, worker: int, workers: int, rank: int, in_worker: bool
-) -> Iterator[Item | WorkerFailure]:
-    """Items of ``group`` consecutive batches: ``(buffer tensor, layouts)`` (see
-    :func:`rntensor.torch.collate.unpack`); in a worker process an rntensor error becomes a
-    :class:`WorkerFailure`."""
-    pending: list[Packed] = []
-    try:
-        for batch in batches:
-            pending.append(batch)
-            if len(pending) == group:
-                yield pack_group(pending)
-                pending = []
-        if pending:
-            yield pack_group(pending)
-    except RNTensorError as err:
-        if not in_worker:
-            raise
-        yield WorkerFailure(
-            err.with_context(f"DataLoader worker {worker} of {workers}, rank {rank}")
-        )
 
 
 @dataclass
@@ -241,7 +136,7 @@ class CacheDataset(IterableDataset):
         self.prefetch_shards = int(prefetch_shards)
         self.epoch = 0
         self.start_batch = 0
-        self.transfer_batches = 1  # batches per worker → main process transfer (set by DataLoader)
+        self.chunk_batches = 1  # batches assembled (and handed over) together; set by DataLoader
         meta = self.reader.columns
         self.outputs = resolve_outputs(
             meta,
@@ -312,40 +207,47 @@ class CacheDataset(IterableDataset):
     def __iter__(self) -> Iterator[Item | WorkerFailure]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        group = self.transfer_batches if info is not None else 1
-        batches = self.iter_packed(worker, workers, group)
-        return worker_batches(batches, group, worker, workers, self.rank, info is not None)
+        chunks = self.iter_packed(worker, workers, self.chunk_batches)
+        return worker_batches(chunks, worker, workers, self.rank, info is not None)
 
     def iter_numpy(
-        self, worker: int = 0, workers: int = 1, group: int = 1
+        self, worker: int = 0, workers: int = 1, chunk: int = 1
     ) -> Iterator[dict[str, np.ndarray]]:
         """The numpy batches of worker ``worker`` of ``workers``, see :meth:`iter_packed`."""
-        for batch in self.iter_packed(worker, workers, group):
-            yield batch.arrays
+        for packed in self.iter_packed(worker, workers, chunk):
+            yield from packed.batches
 
-    def iter_packed(self, worker: int = 0, workers: int = 1, group: int = 1) -> Iterator[Packed]:
-        """The batches of worker ``worker`` of ``workers`` from ``start_batch``: groups of
-        ``group`` consecutive batches go to the workers round-robin."""
+    def iter_packed(self, worker: int = 0, workers: int = 1, chunk: int = 1) -> Iterator[Packed]:
+        """The batches of worker ``worker`` of ``workers`` from ``start_batch``, assembled in
+        chunks of ``chunk`` consecutive batches; chunks go to the workers round-robin."""
         plan = self.plan()
+        opened: dict[int, _Open] = {}
+        chunker = Chunker(chunk, start=self.start_batch, worker=worker, workers=workers)
+        for batches, water in self._chunks(plan, chunker):
+            pos = np.concatenate(batches) if len(batches) > 1 else batches[0]
+            parts = parts_of_batch(
+                pos, plan.start, lambda k, local, ix: self._part(plan, opened, k, local, ix)
+            )
+            yield gather(self.outputs, parts, [len(p) for p in batches])
+            for k in [k for k in opened if plan.start[k + 1] <= water]:
+                del opened[k]  # wholly behind the shuffle window: release the shard
+
+    def _chunks(self, plan: RankPlan, chunker: Chunker) -> Iterator[tuple[list[np.ndarray], int]]:
+        """This worker's chunks (batch positions) in order, each with the low water after it:
+        no later chunk reads below it.  Index arithmetic only."""
         rng = None
         if self.shuffle_buffer > 0:
             rng = epoch_rng(self.seed, self.epoch, _BUFFER, self.rank, self.world_size)
-        opened: dict[int, _Open] = {}
-        start = self.start_batch
         for b, pos, low in batch_positions(
-            plan.num_rows,
-            self.batch_size,
-            drop_last=self.drop_last,
-            buffer=self.shuffle_buffer,
-            rng=rng,
-        ):
-            if b >= start and ((b - start) // group) % workers == worker:
-                parts = parts_of_batch(
-                    pos, plan.start, lambda k, local, ix: self._part(plan, opened, k, local, ix)
-                )
-                yield gather(self.outputs, parts, len(pos))
-            for k in [k for k in opened if plan.start[k + 1] <= low]:
-                del opened[k]  # wholly behind the shuffle window: release the shard
+            plan.num_rows, self.batch_size, drop_last=self.drop_last,
+            buffer=self.shuffle_buffer, rng=rng,
+        ):  # fmt: skip
+            done = chunker.add(b, pos)
+            if done is not None:
+                yield done, chunker.low(low)
+        last = chunker.finish()
+        if last is not None:
+            yield last, plan.num_rows
 
     def _part(
         self,
@@ -355,8 +257,8 @@ class CacheDataset(IterableDataset):
         local: np.ndarray,
         index: np.ndarray | None,
     ) -> Part:
-        o = opened.get(k)
         shard = int(plan.shard[k])
+        o = opened.get(k)
         if o is None:
             o = opened[k] = self._open(plan, shard)
             ahead = plan.shard[k + 1 : k + 1 + self.prefetch_shards]

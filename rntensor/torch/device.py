@@ -15,8 +15,6 @@ from typing import Any
 
 import torch
 
-from rntensor.torch.collate import Layout, unpack
-
 __all__ = ["DevicePrefetcher", "finalize"]
 
 Batch = dict[str, torch.Tensor]
@@ -95,16 +93,9 @@ class DevicePrefetcher:
 
 
 def finalize(
-    buffer: torch.Tensor,
-    layout: Layout,
-    *,
-    ragged: Sequence[str],
-    nested: bool,
-    one_hot: dict[str, int],
+    batch: Batch, *, ragged: Sequence[str], nested: bool, one_hot: dict[str, int]
 ) -> Batch:
-    """One batch of a buffer → its columns; ragged ``values`` + ``offsets`` → nested tensors
-    (``nested``); labels → one-hot."""
-    batch = unpack(buffer, layout)
+    """Ragged ``values`` + ``offsets`` → nested tensors (``nested``); labels → one-hot."""
     if nested:
         for name in ragged:
             offsets = batch.pop(f"{name}_offsets")

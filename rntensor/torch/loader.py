@@ -22,14 +22,20 @@ import torch
 import torch.utils.data
 
 from rntensor.cache.read import CacheReader
-from rntensor.torch.dataset import CacheDataset, WorkerFailure
+from rntensor.torch.collate import WorkerFailure, unpack
+from rntensor.torch.dataset import CacheDataset
 from rntensor.torch.device import DevicePrefetcher, finalize
 from rntensor.torch.stream import RootTables, StreamDataset, TableSource
 
 __all__ = ["DataLoader"]
 
 STATE_VERSION = 1
-_MUST_MATCH = ("world_size", "batch_size", "shuffle", "shuffle_buffer", "split", "drop_last")
+# what fixes the order of an epoch, besides seed and epoch ("split_rows": the events of the
+# split, which change when the cache does)
+_MUST_MATCH = (
+    "world_size", "batch_size", "shuffle", "shuffle_buffer", "split", "fractions", "drop_last",
+    "even_split", "split_rows",
+)  # fmt: skip
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int, bool]:
@@ -74,13 +80,13 @@ class DataLoader:
             (values ``(total, F)`` + ``<name>_offsets`` ``(B + 1,)``).
         pin_memory: pin host batches (default: when ``device`` is CUDA).
         device: move batches there with asynchronous copies on a side stream.
-        device_prefetch: batches in flight to the device.
-        prefetch_factor: batches each worker prepares ahead.
+        device_prefetch: chunks (see ``chunk_batches``) in flight to the device.
+        prefetch_factor: chunks each worker prepares ahead.
         multiprocessing_context: for the workers (``"fork"``, ``"spawn"``, ``"forkserver"``).
         timeout_s: how long to wait for a worker's batch (0: forever).
-        transfer_batches: consecutive batches a worker hands over at once (one shared-memory
-            segment, one pin, one device copy); default ``min(8, 8192 // batch_size)``, at
-            least 1.  Each worker transfer costs a fixed ~0.1-1 ms in torch.
+        chunk_batches: consecutive batches assembled together: one gather per column, one
+            handover from a worker, one pin, one device copy (torch's fixed cost per worker
+            handover is ~0.1-1 ms); default ``min(8, 8192 // batch_size)``, at least 1.
         **open_options: ``storage_options``, ``schema_fingerprint``, ``local_cache``,
             ``local_cache_bytes``, ``verify`` for :func:`~rntensor.cache.read.open_cache`.
     """
@@ -111,7 +117,7 @@ class DataLoader:
         prefetch_factor: int = 2,
         multiprocessing_context: str | None = None,
         timeout_s: float = 0.0,
-        transfer_batches: int | None = None,
+        chunk_batches: int | None = None,
         **open_options: Any,
     ) -> None:
         rank, world_size, from_dist = _distributed(rank, world_size)
@@ -132,17 +138,8 @@ class DataLoader:
             dataset, num_workers=num_workers, one_hot=one_hot, ragged=ragged,
             pin_memory=pin_memory, device=device, device_prefetch=device_prefetch,
             prefetch_factor=prefetch_factor, multiprocessing_context=multiprocessing_context,
-            timeout_s=timeout_s,
+            timeout_s=timeout_s, chunk_batches=chunk_batches,
         )  # fmt: skip
-        if transfer_batches is None:
-            transfer_batches = max(1, min(8, 8192 // dataset.batch_size))
-        if (
-            isinstance(transfer_batches, bool)
-            or not isinstance(transfer_batches, int)
-            or transfer_batches < 1
-        ):
-            raise ValueError(f"transfer_batches must be an int >= 1, got {transfer_batches!r}")
-        self.transfer_batches = transfer_batches
 
     def _setup(
         self,
@@ -157,6 +154,7 @@ class DataLoader:
         prefetch_factor: int,
         multiprocessing_context: str | None,
         timeout_s: float,
+        chunk_batches: int | None,
     ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
@@ -190,7 +188,15 @@ class DataLoader:
         self.epoch = 0
         self._yielded = 0
         self._resume = 0
-        self.transfer_batches = 1
+        if chunk_batches is None:
+            chunk_batches = max(1, min(8, 8192 // dataset.batch_size))
+        if (
+            isinstance(chunk_batches, bool)
+            or not isinstance(chunk_batches, int)
+            or chunk_batches < 1
+        ):
+            raise ValueError(f"chunk_batches must be an int >= 1, got {chunk_batches!r}")
+        self.chunk_batches = chunk_batches
 
     @classmethod
     def from_root(
@@ -251,6 +257,7 @@ class DataLoader:
             prefetch_factor=loader_options.pop("prefetch_factor", 2),
             multiprocessing_context=loader_options.pop("multiprocessing_context", None),
             timeout_s=loader_options.pop("timeout_s", 0.0),
+            chunk_batches=loader_options.pop("chunk_batches", None),
         )
         if loader_options:
             raise TypeError(
@@ -303,7 +310,10 @@ class DataLoader:
             "shuffle": ds.shuffle,
             "shuffle_buffer": ds.shuffle_buffer,
             "split": ds.split,
+            "fractions": list(ds.fractions),
             "drop_last": ds.drop_last,
+            "even_split": getattr(ds, "even_split", None),
+            "split_rows": int(ds.counts.sum()) if isinstance(ds, CacheDataset) else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -330,42 +340,66 @@ class DataLoader:
 
     # -- iteration --------------------------------------------------------------------
     def _torch_loader(self) -> torch.utils.data.DataLoader:
-        workers = self.num_workers
         return torch.utils.data.DataLoader(
             self.dataset,
             batch_size=None,
-            num_workers=workers,
+            collate_fn=_as_is,  # items are ready; default_convert would walk the layouts
+            num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            prefetch_factor=self.prefetch_factor if workers else None,
-            multiprocessing_context=self.multiprocessing_context if workers else None,
-            timeout=self.timeout_s if workers else 0,
+            prefetch_factor=self.prefetch_factor,
+            multiprocessing_context=self.multiprocessing_context,
+            timeout=self.timeout_s,
             persistent_workers=False,
         )
+
+    def _in_process(self) -> Iterator[Any]:
+        """``num_workers=0``: the dataset's batches straight from this process."""
+        ds = self.dataset
+        if isinstance(ds, CacheDataset):
+            chunks = ds.iter_packed(0, 1, self.chunk_batches)
+        else:
+            chunks = ds.iter_packed(ds.rank, ds.world_size, self.chunk_batches)
+        pin = self.pin_memory and torch.cuda.is_available()
+        for p in chunks:
+            if self.device.type == "cpu" and not pin:
+                for arrays in p.batches:
+                    yield {k: torch.from_numpy(v) for k, v in arrays.items()}
+            else:  # one buffer: one pin, one device copy
+                buffer = torch.from_numpy(p.buffer)
+                yield (buffer.pin_memory() if pin else buffer), p.layouts
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         start, self._resume = self._resume, 0
         self.dataset.set_epoch(self.epoch)
         self.dataset.start_batch = start
-        if isinstance(self.dataset, CacheDataset):
-            self.dataset.transfer_batches = self.transfer_batches
+        self.dataset.chunk_batches = self.chunk_batches
         self._yielded = start
-        it = iter(self._torch_loader())
+        shutdown = None
+        if self.num_workers:
+            it = iter(self._torch_loader())
+            shutdown = getattr(it, "_shutdown_workers", None)
+            source: Iterator[Any] = it
+        else:
+            source = self._in_process()
         nested = self.ragged == "nested"
         try:
-            for item in DevicePrefetcher(it, self.device, depth=self.device_prefetch):
+            for item in DevicePrefetcher(source, self.device, depth=self.device_prefetch):
                 if isinstance(item, WorkerFailure):
                     raise item.error
-                buffer, layouts = item
-                for layout in layouts:
-                    out = finalize(
-                        buffer, layout, ragged=self._ragged, nested=nested, one_hot=self._one_hot
-                    )
+                batches = (
+                    [item] if isinstance(item, dict) else [unpack(item[0], x) for x in item[1]]
+                )
+                for batch in batches:
+                    out = finalize(batch, ragged=self._ragged, nested=nested, one_hot=self._one_hot)
                     self._yielded += 1
                     yield out
         finally:
             # Stop the workers now (end, error or the consumer's break), not whenever the
             # garbage collector gets to a reference cycle: by then multiprocessing may have
             # finalized the queues the shutdown signal travels through (a 5 s wait per worker).
-            shutdown = getattr(it, "_shutdown_workers", None)
             if shutdown is not None:
                 shutdown()
+
+
+def _as_is(item: Any) -> Any:
+    return item

@@ -33,8 +33,12 @@ import numpy as np
 
 __all__ = [
     "SPLITS",
+    "check_common",
+    "num_batches",
+    "rank_rows",
     "RankPlan",
     "BatchCutter",
+    "Chunker",
     "WindowShuffle",
     "batch_positions",
     "canonical_order",
@@ -286,6 +290,39 @@ class BatchCutter:
             yield first + j, pending[j * bs : cut], low
 
 
+class Chunker:
+    """Groups consecutive batches into chunks of ``size`` (assembled together) and keeps those
+    of worker ``worker`` of ``workers``: chunk ``c``, counted from batch ``start``, is worker
+    ``c % workers``'s.
+
+    ``add`` returns a chunk's batch positions when it completes; :meth:`low` lowers a low-water
+    mark (see :class:`BatchCutter`) to cover the batches held for an incomplete chunk.
+    """
+
+    def __init__(self, size: int, *, start: int = 0, worker: int = 0, workers: int = 1) -> None:
+        self.size, self.start, self.worker, self.workers = size, start, worker, workers
+        self._pending: list[np.ndarray] = []
+        self._low = 0
+
+    def add(self, index: int, positions: np.ndarray) -> list[np.ndarray] | None:
+        if index < self.start or ((index - self.start) // self.size) % self.workers != self.worker:
+            return None
+        if not self._pending:
+            self._low = int(positions.min())
+        else:
+            self._low = min(self._low, int(positions.min()))
+        self._pending.append(positions)
+        return self.finish() if (index - self.start) % self.size == self.size - 1 else None
+
+    def finish(self) -> list[np.ndarray] | None:
+        """The incomplete chunk at the end of the stream, if any."""
+        chunk, self._pending = self._pending, []
+        return chunk or None
+
+    def low(self, water: int) -> int:
+        return min(water, self._low) if self._pending else water
+
+
 def batch_positions(
     num_rows: int,
     batch_size: int,
@@ -300,3 +337,59 @@ def batch_positions(
     for start in range(0, num_rows, chunk):
         yield from cutter.feed(min(chunk, num_rows - start))
     yield from cutter.finish()
+
+
+def check_common(
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle_buffer: int,
+    split: str | None,
+    fractions: Sequence[float],
+    rank: int,
+    world_size: int,
+    even_split: bool | str | None,
+) -> EvenSplit:
+    """Validate the arguments shared by the datasets; returns the normalized ``even_split``."""
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("seed", seed, 0),
+        ("shuffle_buffer", shuffle_buffer, 0),
+        ("world_size", world_size, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if (
+        isinstance(rank, bool)
+        or not isinstance(rank, (int, np.integer))
+        or not 0 <= rank < world_size
+    ):
+        raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.shape != (len(SPLITS),) or (f < 0).any() or abs(f.sum() - 1.0) > 1e-6:
+        raise ValueError(
+            f"fractions must be {len(SPLITS)} non-negative numbers (train, val, test) summing "
+            f"to 1, got {tuple(fractions)!r}"
+        )
+    if even_split is True:
+        return "drop"
+    if even_split is False or even_split is None:
+        return None
+    if even_split in ("drop", "repeat"):
+        return even_split  # type: ignore[return-value]
+    raise ValueError(f"even_split must be False, True, 'drop' or 'repeat', got {even_split!r}")
+
+
+def rank_rows(total: int, rank: int, world_size: int, even_split: EvenSplit) -> int:
+    """How many rows rank ``rank`` reads per epoch (see :mod:`rntensor.torch.plan`)."""
+    if even_split == "drop":
+        return total // world_size
+    if even_split == "repeat":
+        return -(-total // world_size) if total else 0
+    return (rank + 1) * total // world_size - rank * total // world_size
+
+
+def num_batches(rows: int, batch_size: int, drop_last: bool) -> int:
+    return rows // batch_size if drop_last else -(-rows // batch_size)

@@ -22,17 +22,18 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from rntensor.torch.collate import Packed, Part, gather
+from rntensor.torch.collate import Item, Packed, Part, WorkerFailure, gather, worker_batches
 from rntensor.torch.columns import resolve_outputs
-from rntensor.torch.dataset import (
+from rntensor.torch.dataset import parts_of_batch
+from rntensor.torch.plan import (
     _BUFFER,
-    Item,
-    WorkerFailure,
+    _ROW_ORDER,
+    BatchCutter,
+    Chunker,
     check_common,
-    parts_of_batch,
-    worker_batches,
+    epoch_rng,
+    split_mask,
 )
-from rntensor.torch.plan import _ROW_ORDER, BatchCutter, epoch_rng, split_mask
 
 __all__ = ["RootTables", "StreamDataset", "TableSource"]
 
@@ -73,10 +74,10 @@ class RootTables:
         self.step_size = step_size
         self.shuffle = shuffle
         self.seed = seed
-        resolved, self.tasks, _ = plan(
+        self.resolved, self.tasks, _ = plan(
             schema, self.files, storage_options=self.storage_options, shard_size=step_size
         )
-        self.columns = column_layout(resolved)
+        self.columns = column_layout(self.resolved)
 
     def __call__(self, part: int, num_parts: int, epoch: int) -> Iterator[Any]:
         from rntensor.convert import iter_tables
@@ -89,7 +90,7 @@ class RootTables:
             return iter(())
         return iter_tables(
             self.schema, self.files, storage_options=self.storage_options,
-            step_size=self.step_size, tasks=mine,
+            step_size=self.step_size, tasks=mine, resolved=self.resolved,
         )  # fmt: skip
 
 
@@ -163,6 +164,7 @@ class StreamDataset(IterableDataset):
         self.drop_last = bool(drop_last)
         self.epoch = 0
         self.start_batch = 0
+        self.chunk_batches = 1  # batches assembled (and handed over) together; set by DataLoader
         self.outputs = resolve_outputs(
             columns_meta, stats=stats, schema=schema, columns=columns, keep=keep,
             normalize=normalize, where="the streamed tables",
@@ -181,16 +183,18 @@ class StreamDataset(IterableDataset):
                 "loading"
             )
         part = self.rank * workers + worker
-        batches = self.iter_packed(part, self.world_size * workers)
-        return worker_batches(batches, 1, worker, workers, self.rank, info is not None)
+        chunks = self.iter_packed(part, self.world_size * workers, self.chunk_batches)
+        return worker_batches(chunks, worker, workers, self.rank, info is not None)
 
-    def iter_numpy(self, part: int = 0, num_parts: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    def iter_numpy(
+        self, part: int = 0, num_parts: int = 1, chunk: int = 1
+    ) -> Iterator[dict[str, np.ndarray]]:
         """The numpy batches of consumer ``part`` of ``num_parts``."""
-        for batch in self.iter_packed(part, num_parts):
-            yield batch.arrays
+        for packed in self.iter_packed(part, num_parts, chunk):
+            yield from packed.batches
 
-    def iter_packed(self, part: int = 0, num_parts: int = 1) -> Iterator[Packed]:
-        """The batches of consumer ``part`` of ``num_parts``."""
+    def iter_packed(self, part: int = 0, num_parts: int = 1, chunk: int = 1) -> Iterator[Packed]:
+        """The batches of consumer ``part`` of ``num_parts``, in chunks of ``chunk``."""
         rng = None
         if self.shuffle_buffer > 0:
             rng = epoch_rng(self.seed, self.epoch, _BUFFER, part, num_parts)
@@ -205,11 +209,20 @@ class StreamDataset(IterableDataset):
             table, rows = tables[k]
             return Part(table, local if rows is None else rows[local], index, k)
 
+        chunker = Chunker(chunk, start=self.start_batch)
+
+        def assemble(batches: list[np.ndarray]) -> Packed:
+            pos = np.concatenate(batches) if len(batches) > 1 else batches[0]
+            parts = parts_of_batch(pos, starts, part_for)
+            return gather(self.outputs, parts, [len(p) for p in batches])
+
         def emit(batches: Iterator[tuple[int, np.ndarray, int]]) -> Iterator[Packed]:
             for b, pos, low in batches:
-                if b >= self.start_batch:
-                    yield gather(self.outputs, parts_of_batch(pos, starts, part_for), len(pos))
-                for k in [k for k in tables if bounds[k + 1] <= low]:
+                done = chunker.add(b, pos)
+                if done is not None:
+                    yield assemble(done)
+                water = chunker.low(low)
+                for k in [k for k in tables if bounds[k + 1] <= water]:
                     del tables[k]
 
         for seq, item in enumerate(self.tables(part, num_parts, self.epoch)):
@@ -233,3 +246,6 @@ class StreamDataset(IterableDataset):
             starts = np.asarray(bounds, dtype=np.int64)
             yield from emit(cutter.feed(n))
         yield from emit(cutter.finish())
+        last = chunker.finish()
+        if last is not None:
+            yield assemble(last)
