@@ -17,7 +17,11 @@ from rntensor.convert import convert
 def main() -> None:
     address, inputs, output = sys.argv[1], sys.argv[2], sys.argv[3]
     if address == "local":
-        client = Client(LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None))
+        client = Client(
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+            )
+        )
     else:
         client = Client(address)
     with client:

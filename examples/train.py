@@ -24,9 +24,16 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
-    loader = DataLoader(args.cache, batch_size=args.batch_size, shuffle=True, seed=1,
-                        num_workers=args.workers, split="train", device=args.device,
-                        pin_memory=args.device == "cuda")
+    loader = DataLoader(
+        args.cache,
+        batch_size=args.batch_size,
+        shuffle=True,
+        seed=1,
+        num_workers=args.workers,
+        split="train",
+        device=args.device,
+        pin_memory=args.device == "cuda",
+    )
     val = DataLoader(args.cache, batch_size=4096, split="val", device=args.device)
     model = make_model().to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

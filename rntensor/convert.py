@@ -11,6 +11,7 @@ The manifest is written last by the submitting process.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import os
 import sys
@@ -200,12 +201,21 @@ def run_task(
         return {"ok": True, "record": rec}
     except RNTensorError as err:
         e = err if err.context else err.with_context(task.where)
-        return {"ok": False, "failure": _failure(task.source.url, task.entry_start, task.entry_stop, e)}
+        return {
+            "ok": False,
+            "failure": _failure(task.source.url, task.entry_start, task.entry_stop, e),
+        }
     except MemoryError:
         raise
     except Exception as err:  # a bug or an unexpected reader failure: report it with its place
         msg = f"{type(err).__name__}: {' '.join(str(err).split())[:300]} ({task.where})"
-        return {"ok": False, "failure": {**_failure(task.source.url, task.entry_start, task.entry_stop, err), "error": msg}}
+        return {
+            "ok": False,
+            "failure": {
+                **_failure(task.source.url, task.entry_start, task.entry_stop, err),
+                "error": msg,
+            },
+        }
 
 
 def _public_url(url: str) -> str:
@@ -250,7 +260,9 @@ def convert(
     if compression not in (None, "none", "lz4", "zstd"):
         raise ValueError(f"compression must be None, 'lz4' or 'zstd', got {compression!r}")
     compression = None if compression == "none" else compression
-    out_opts = dict(output_storage_options if output_storage_options is not None else storage_options or {})
+    out_opts = dict(
+        output_storage_options if output_storage_options is not None else storage_options or {}
+    )
     t0 = time.perf_counter()
     resolved, tasks, failures = plan(
         schema, inputs, storage_options=storage_options, shard_size=shard_size, skip_bad=skip_bad
@@ -262,7 +274,9 @@ def convert(
     written = 0
     reporter = _Progress(len(todo), sum(t.entry_stop - t.entry_start for t in todo), progress)
     if todo:
-        for result, task in _execute(todo, resolved, output, out_opts, compression, scheduler, n_workers):
+        for result, task in _execute(
+            todo, resolved, output, out_opts, compression, scheduler, n_workers
+        ):
             if result["ok"]:
                 records[task.key] = result["record"]
                 written += 1
@@ -294,7 +308,9 @@ def convert(
     )
 
 
-def _finished_shards(fs: Any, root: str, keys: set[str], schema: ResolvedSchema) -> dict[str, dict[str, Any]]:
+def _finished_shards(
+    fs: Any, root: str, keys: set[str], schema: ResolvedSchema
+) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     old = load_manifest(fs, root)
     if old and old.get("format_version") == FORMAT_VERSION:
@@ -313,10 +329,15 @@ def _finished_shards(fs: Any, root: str, keys: set[str], schema: ResolvedSchema)
     return found
 
 
-def _manifest(schema: ResolvedSchema, records: list[dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:
+def _manifest(
+    schema: ResolvedSchema, records: list[dict[str, Any]], failures: list[dict[str, Any]]
+) -> dict[str, Any]:
     stats: Stats = {}
     for r in records:
-        part = {o: {f: FieldStats.from_dict(d) for f, d in fs_.items()} for o, fs_ in r.get("stats", {}).items()}
+        part = {
+            o: {f: FieldStats.from_dict(d) for f, d in fs_.items()}
+            for o, fs_ in r.get("stats", {}).items()
+        }
         stats = merge_stats(stats, part)
     shards = [{k: v for k, v in r.items() if k != "seconds"} for r in records]
     return {
@@ -348,7 +369,10 @@ def _execute(
     import dask
 
     if scheduler in ("threads", "processes", "synchronous", "sync", "single-threaded"):
-        graph = {("shard", i): (run_task, t, schema, dest, dict(opts), compression) for i, t in enumerate(tasks)}
+        graph = {
+            ("shard", i): (run_task, t, schema, dest, dict(opts), compression)
+            for i, t in enumerate(tasks)
+        }
         if scheduler == "synchronous":
             for i, t in enumerate(tasks):
                 yield dask.get(graph, ("shard", i)), t
@@ -356,21 +380,46 @@ def _execute(
         keys = [("shard", i) for i in range(len(tasks))]
         get = dask.threaded.get if scheduler == "threads" else dask.multiprocessing.get
         results = get(graph, keys, num_workers=n_workers) if n_workers else get(graph, keys)
-        yield from zip(results, tasks)
+        yield from zip(results, tasks, strict=True)
         return
     with _client(scheduler, n_workers) as client:
         from distributed import as_completed
 
         futures = {}
         for i, t in enumerate(tasks):
-            fut = client.submit(run_task, t, schema, dest, dict(opts), compression, key=f"rntensor-shard-{t.key}-{i}", retries=1, pure=False)
+            fut = client.submit(
+                run_task,
+                t,
+                schema,
+                dest,
+                dict(opts),
+                compression,
+                key=f"rntensor-shard-{t.key}-{i}",
+                retries=1,
+                pure=False,
+                priority=t.entry_stop
+                - t.entry_start,  # largest first: better balance across workers
+            )
             futures[fut] = t
         for fut in as_completed(list(futures)):
             t = futures[fut]
             try:
                 yield fut.result(), t
             except Exception as err:  # worker died (KilledWorker) or the task could not run
-                yield {"ok": False, "failure": _failure(t.source.url, t.entry_start, t.entry_stop, RuntimeError(f"{type(err).__name__}: {err} ({t.where}); re-run to retry"))}, t
+                yield (
+                    {
+                        "ok": False,
+                        "failure": _failure(
+                            t.source.url,
+                            t.entry_start,
+                            t.entry_stop,
+                            RuntimeError(
+                                f"{type(err).__name__}: {err} ({t.where}); re-run to retry"
+                            ),
+                        ),
+                    },
+                    t,
+                )
 
 
 class _client:
@@ -385,6 +434,7 @@ class _client:
         from distributed import Client
 
         s = self.scheduler
+        cluster: Any
         if s is not None and not isinstance(s, str):
             return s  # a Client given by the caller
         if s is None or s in ("local", "distributed"):
@@ -393,8 +443,13 @@ class _client:
             n = self.n_workers or max(1, min(os.cpu_count() or 1, 16))
             # no dashboards: dashboard_address=None alone still serves HTTP routes on :8787
             cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, worker_dashboard_address=None, silence_logs=logging.ERROR,
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                worker_dashboard_address=None,
+                silence_logs=logging.ERROR,
                 scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             )
             self._close.append(cluster)
@@ -411,16 +466,20 @@ class _client:
         client = Client(cluster)
         self._close.insert(0, client)
         if not log.isEnabledFor(logging.DEBUG):  # distributed's INFO chatter is not for users
-            for name in ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core", "distributed.worker"):
+            for name in (
+                "distributed",
+                "distributed.scheduler",
+                "distributed.nanny",
+                "distributed.core",
+                "distributed.worker",
+            ):
                 logging.getLogger(name).setLevel(logging.ERROR)
         return client
 
     def __exit__(self, *exc: Any) -> None:
         for c in self._close:
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort
                 c.close()
-            except Exception:
-                pass
 
 
 def _jobqueue_cluster(kind: str, n_workers: int | None) -> Any:
@@ -430,10 +489,18 @@ def _jobqueue_cluster(kind: str, n_workers: int | None) -> Any:
         raise ModuleNotFoundError(
             "scheduler 'jobqueue:...' needs dask-jobqueue: pip install 'rntensor[jobqueue]'"
         ) from err
-    classes = {"htcondor": "HTCondorCluster", "slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster"}
+    classes = {
+        "htcondor": "HTCondorCluster",
+        "slurm": "SLURMCluster",
+        "pbs": "PBSCluster",
+        "sge": "SGECluster",
+        "lsf": "LSFCluster",
+    }
     if kind not in classes:
         raise ValueError(f"unknown jobqueue system {kind!r}; use one of {sorted(classes)}")
-    cluster = getattr(dask_jobqueue, classes[kind])()  # cores, memory, ... from dask config (jobqueue.yaml)
+    cluster = getattr(
+        dask_jobqueue, classes[kind]
+    )()  # cores, memory, ... from dask config (jobqueue.yaml)
     cluster.scale(n_workers or 4)
     return cluster
 
@@ -453,7 +520,13 @@ class _Progress:
         if self.enabled and self.tty and shards:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=events, unit="ev", unit_scale=True, desc=f"0/{shards} shards", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=events,
+                unit="ev",
+                unit_scale=True,
+                desc=f"0/{shards} shards",
+                dynamic_ncols=True,
+            )
 
     def update(self, task: Task, nbytes: int) -> None:
         self.done += 1
@@ -474,7 +547,9 @@ class _Progress:
 
     def fail(self, message: str) -> None:
         if self.enabled:
-            (self.bar.write if self.bar is not None else lambda m: print(m, file=sys.stderr))(f"rntensor: failed: {message}")
+            (self.bar.write if self.bar is not None else lambda m: print(m, file=sys.stderr))(
+                f"rntensor: failed: {message}"
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -503,12 +578,20 @@ def iter_tables(
     if tasks is not None and resolved is not None:
         todo = list(tasks)
     else:
-        resolved, planned, _ = plan(schema, inputs, storage_options=storage_options, shard_size=step_size)
+        resolved, planned, _ = plan(
+            schema, inputs, storage_options=storage_options, shard_size=step_size
+        )
         todo = list(tasks) if tasks is not None else planned
 
     def work(t: Task) -> Table:
         cols = t.source.read(resolved.input_fields, t.entry_start, t.entry_stop)
-        table, _ = transform(resolved, cols, entry_start=t.entry_start, n_entries=t.entry_stop - t.entry_start, with_stats=False)
+        table, _ = transform(
+            resolved,
+            cols,
+            entry_start=t.entry_start,
+            n_entries=t.entry_stop - t.entry_start,
+            with_stats=False,
+        )
         return table
 
     with cf.ThreadPoolExecutor(max_workers=max(1, read_ahead)) as pool:

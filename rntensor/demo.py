@@ -42,7 +42,13 @@ def make_model() -> Any:
     return JetTagger()
 
 
-def run_demo(workdir: str = "rntensor-demo", *, n_events: int = 200_000, workers: int = 2, quiet: bool = False) -> dict[str, Any]:
+def run_demo(
+    workdir: str = "rntensor-demo",
+    *,
+    n_events: int = 200_000,
+    workers: int = 2,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Run every stage and print a summary; returns the figures."""
     import torch
 
@@ -70,7 +76,9 @@ def run_demo(workdir: str = "rntensor-demo", *, n_events: int = 200_000, workers
     res = convert(DEMO_SCHEMA, [raw], cache, shard_size="16 MB", n_workers=workers, progress=False)
     figures["convert"] = (res.num_entries, res.seconds)
     say(f"      {res.summary()}")
-    again = convert(DEMO_SCHEMA, [raw], cache, shard_size="16 MB", scheduler="threads", progress=False)
+    again = convert(
+        DEMO_SCHEMA, [raw], cache, shard_size="16 MB", scheduler="threads", progress=False
+    )
     say(f"      re-run: {again.summary()}")
 
     say("[3/4] training one epoch through rntensor.torch.DataLoader (shuffled, batch 1024)")
@@ -78,7 +86,9 @@ def run_demo(workdir: str = "rntensor-demo", *, n_events: int = 200_000, workers
     model = make_model()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     used = ["jets", "jets_mask", "scalars", "target", "weight"]  # the model ignores the muons
-    loader = DataLoader(cache, batch_size=1024, shuffle=True, seed=1, split="train", num_workers=0, columns=used)
+    loader = DataLoader(
+        cache, batch_size=1024, shuffle=True, seed=1, split="train", num_workers=0, columns=used
+    )
     lossf = torch.nn.CrossEntropyLoss(reduction="none")
     t = time.perf_counter()
     seen, losses = 0, []
@@ -91,12 +101,16 @@ def run_demo(workdir: str = "rntensor-demo", *, n_events: int = 200_000, workers
         seen += len(batch["target"])
     figures["train"] = (seen, time.perf_counter() - t)
     k = max(1, len(losses) // 10)
-    say(f"      loss {sum(losses[:k]) / k:.4f} (first batches) -> {sum(losses[-k:]) / k:.4f} (last batches)")
+    say(
+        f"      loss {sum(losses[:k]) / k:.4f} (first batches) -> {sum(losses[-k:]) / k:.4f} (last batches)"
+    )
 
     say("[4/4] inference over the test split, writing a friend file")
     model_path = os.path.join(workdir, "model.pt")
     torch.save(model, model_path)
-    test = DataLoader(cache, batch_size=4096, shuffle=False, split="test", keep=True, num_workers=0, columns=used)
+    test = DataLoader(
+        cache, batch_size=4096, shuffle=False, split="test", keep=True, num_workers=0, columns=used
+    )
     out = infer(model_path, test, os.path.join(workdir, "friend.root"))
     figures["infer"] = (out.rows, out.seconds)
 
@@ -104,5 +118,7 @@ def run_demo(workdir: str = "rntensor-demo", *, n_events: int = 200_000, workers
     say(f"  {'stage':<10}{'events':>12}{'seconds':>10}{'events/s':>14}")
     for stage, (n, s) in figures.items():
         say(f"  {stage:<10}{n:>12,}{s:>10.2f}{(n / s if s else 0):>14,.0f}")
-    say(f"  cache: {cache} ({res.shards_total} shards, {res.num_rows:,} rows); friend file: {out.output}")
+    say(
+        f"  cache: {cache} ({res.shards_total} shards, {res.num_rows:,} rows); friend file: {out.output}"
+    )
     return figures

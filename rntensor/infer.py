@@ -101,20 +101,38 @@ def infer(
         if stats_from is not None:
             from rntensor.cache.read import open_cache
 
-            stats = open_cache(stats_from, storage_options=storage_options).stats
+            stats = open_cache(stats_from, storage_options=dict(storage_options or {})).stats
         loader = DataLoader.from_root(
-            inputs, schema, batch_size=batch_size, storage_options=storage_options, keep=True,
-            device=device, stats=stats,
+            inputs,
+            schema,
+            batch_size=batch_size,
+            storage_options=storage_options,
+            keep=True,
+            device=device,
+            stats=stats,
         )
     else:
-        loader = DataLoader(data, batch_size=batch_size, shuffle=False, split=None, keep=True, storage_options=storage_options, device=device, drop_last=False)
+        loader = DataLoader(
+            data,
+            batch_size=batch_size,
+            shuffle=False,
+            split=None,
+            keep=True,
+            storage_options=storage_options,
+            device=device,
+            drop_last=False,
+        )
     t0 = time.perf_counter()
     parts: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         for batch in loader:
             out = model(batch)
             out = out.float().cpu().numpy()
-            cols = {"score": out} if out.ndim == 1 else {f"score_{j}": out[:, j] for j in range(out.shape[1])}
+            cols = (
+                {"score": out}
+                if out.ndim == 1
+                else {f"score_{j}": out[:, j] for j in range(out.shape[1])}
+            )
             for k, v in batch.items():
                 if k in cols:
                     continue
@@ -136,7 +154,11 @@ def _write_friend(output: str, table: Mapping[str, np.ndarray], tree_name: str) 
         if output.endswith(".root"):
             import uproot
 
-            cols = {k: (v.astype(np.int64) if v.dtype == np.int64 else v) for k, v in table.items() if v.dtype != object}
+            cols = {
+                k: (v.astype(np.int64) if v.dtype == np.int64 else v)
+                for k, v in table.items()
+                if v.dtype != object
+            }
             with uproot.recreate(tmp) as f:
                 f[tree_name] = cols
         else:

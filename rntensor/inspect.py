@@ -24,7 +24,7 @@ def describe_file(spec: str, *, storage_options: Mapping[str, Any] | None = None
     except FileNotFoundError as err:
         raise SourceError(f"file not found: {url}; check the path") from err
     except Exception:
-        open_source(url, storage_options=storage_options).num_entries  # raises a SourceError
+        _ = open_source(url, storage_options=storage_options).num_entries  # raises a SourceError
         raise
     with f:
         objects = {k.split(";")[0]: v for k, v in f.classnames().items()}
@@ -53,7 +53,9 @@ def describe_file(spec: str, *, storage_options: Mapping[str, Any] | None = None
     return out
 
 
-def describe_dataset(path: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+def describe_dataset(
+    path: str, *, storage_options: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The manifest summary of a converted dataset, or ``None`` if ``path`` holds none."""
     fs, root = dest_filesystem(path, storage_options)
     manifest = load_manifest(fs, root)
@@ -70,13 +72,18 @@ def describe_dataset(path: str, *, storage_options: Mapping[str, Any] | None = N
         "shards": len(shards),
         "bytes": sum(s.get("bytes", 0) for s in shards),
         "sources": sorted({s["source"]["name"] for s in shards}),
-        "columns": {k: {"kind": v["kind"], "shape": v["shape"], "dtype": v["dtype"]} for k, v in manifest.get("columns", {}).items()},
+        "columns": {
+            k: {"kind": v["kind"], "shape": v["shape"], "dtype": v["dtype"]}
+            for k, v in manifest.get("columns", {}).items()
+        },
         "stats": manifest.get("stats", {}),
         "failures": manifest.get("failures", []),
     }
 
 
-def inspect_path(path: str, *, storage_options: Mapping[str, Any] | None = None, as_json: bool = False) -> str:
+def inspect_path(
+    path: str, *, storage_options: Mapping[str, Any] | None = None, as_json: bool = False
+) -> str:
     """Text (or JSON) describing a ROOT file or a dataset."""
     url, _ = split_spec(path)
     is_root = url.endswith(".root")
@@ -131,5 +138,7 @@ def _format_dataset(info: dict[str, Any]) -> str:
     if info["failures"]:
         lines.append(f"  failures ({len(info['failures'])}):")
         for f in info["failures"]:
-            lines.append(f"    {f['source']} {f.get('entry_start')}-{f.get('entry_stop')}: {f['error']}")
+            lines.append(
+                f"    {f['source']} {f.get('entry_start')}-{f.get('entry_stop')}: {f['error']}"
+            )
     return "\n".join(lines)

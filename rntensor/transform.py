@@ -55,7 +55,9 @@ class FieldStats:
                 return cls()
             total = float(v64.sum())
             values = v64
-        return cls(len(v64), total, float(np.dot(v64, v64)), float(values.min()), float(values.max()))
+        return cls(
+            len(v64), total, float(np.dot(v64, v64)), float(values.min()), float(values.max())
+        )
 
     def merge(self, other: FieldStats) -> FieldStats:
         return FieldStats(
@@ -171,9 +173,15 @@ def _objects(
     total = int(counts.sum())
     parents = np.repeat(np.arange(n, dtype=np.int64), counts)
     local = np.arange(total, dtype=np.int64) - np.repeat(new_starts, counts)
-    src = local + np.repeat(starts, counts) if events is not None else np.arange(total, dtype=np.int64)
+    src = (
+        local + np.repeat(starts, counts)
+        if events is not None
+        else np.arange(total, dtype=np.int64)
+    )
     if sort_key is not None and total:
-        combined = (parents.astype(np.uint64) << np.uint64(32)) | _sortable_u32(sort_key[src]).astype(np.uint64)
+        combined = (parents.astype(np.uint64) << np.uint64(32)) | _sortable_u32(
+            sort_key[src]
+        ).astype(np.uint64)
         src = src[np.argsort(combined, kind="stable")]  # sorting within events keeps parents/local
     return src, parents, local, n
 
@@ -193,15 +201,31 @@ def column_layout(schema: ResolvedSchema) -> dict[str, dict[str, Any]]:
         if o.kind == "padded":
             assert o.length is not None
             cols[o.name] = {"kind": "padded", "shape": [o.length, f], **base}
-            cols[f"{o.name}_mask"] = {"kind": "mask", "shape": [o.length], "dtype": "bool", "of": o.name}
+            cols[f"{o.name}_mask"] = {
+                "kind": "mask",
+                "shape": [o.length],
+                "dtype": "bool",
+                "of": o.name,
+            }
         elif o.kind == "ragged":
             cols[o.name] = {"kind": "ragged", "shape": [f], **base}
         else:
             cols[o.name] = {"kind": "flat", "shape": [f], **base}
     for lb in schema.schema.labels:
-        cols[lb.name] = {"kind": "label", "shape": [], "dtype": lb.dtype, "classes": lb.classes, "field": lb.field}
+        cols[lb.name] = {
+            "kind": "label",
+            "shape": [],
+            "dtype": lb.dtype,
+            "classes": lb.classes,
+            "field": lb.field,
+        }
     if schema.schema.weights:
-        cols["weight"] = {"kind": "weight", "shape": [], "dtype": "float32", "field": schema.schema.weights}
+        cols["weight"] = {
+            "kind": "weight",
+            "shape": [],
+            "dtype": "float32",
+            "field": schema.schema.weights,
+        }
     for k in schema.schema.keep:
         cols[k] = {"kind": "keep", "shape": [], "dtype": schema.field_dtype(k)}
     cols["_entry"] = {"kind": "entry", "shape": [], "dtype": "int64"}
@@ -233,7 +257,9 @@ def transform(
     env = schema.evaluate_defines(columns, n_entries)
     events: np.ndarray | None = None
     if schema.selection is not None:
-        sel = np.asarray(_per_event(evaluate(schema.selection, env, n_entries), "selection"), dtype=bool)
+        sel = np.asarray(
+            _per_event(evaluate(schema.selection, env, n_entries), "selection"), dtype=bool
+        )
         if not sel.all():
             events = np.flatnonzero(sel)
             entry = entry[events]
@@ -309,8 +335,13 @@ def _output(
     if o.kind == "padded":
         assert o.length is not None
         values, mask, kept = pad(
-            offsets, contents, length=o.length, events=events, sort_key=key,
-            pad_value=o.pad_value, dtype=o.dtype,
+            offsets,
+            contents,
+            length=o.length,
+            events=events,
+            sort_key=key,
+            pad_value=o.pad_value,
+            dtype=o.dtype,
         )
         table[o.name] = values
         table[f"{o.name}_mask"] = mask

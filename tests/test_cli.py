@@ -19,7 +19,11 @@ RNTUPLE = os.path.join(os.path.dirname(__file__), "data", "root_rntuple_zstd.roo
 
 def run(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "rntensor.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+        [sys.executable, "-m", "rntensor.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
     )
 
 
@@ -29,7 +33,9 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("verb", ["convert", "inspect", "schema", "generate", "demo", "bench", "infer"])
+@pytest.mark.parametrize(
+    "verb", ["convert", "inspect", "schema", "generate", "demo", "bench", "infer"]
+)
 def test_help(verb, capsys):
     with pytest.raises(SystemExit) as info:
         main([verb, "--help"])
@@ -40,20 +46,43 @@ def test_help(verb, capsys):
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (["convert", JET, "/no/such/file.root", "-o", "{tmp}/o"], 3, "file not found: /no/such/file.root"),
-        (["convert", "{tmp}/missing.yaml", "{rntuple}", "-o", "{tmp}/o"], 2, "schema file not found"),
+        (
+            ["convert", JET, "/no/such/file.root", "-o", "{tmp}/o"],
+            3,
+            "file not found: /no/such/file.root",
+        ),
+        (
+            ["convert", "{tmp}/missing.yaml", "{rntuple}", "-o", "{tmp}/o"],
+            2,
+            "schema file not found",
+        ),
         (["convert", "{bad_field}", "{rntuple}", "-o", "{tmp}/o"], 2, "did you mean 'MET_pt'"),
         (["convert", "{bad_expr}", "{rntuple}", "-o", "{tmp}/o"], 2, "__import__"),
         (["convert", JET, "{rntuple}:Evnts", "-o", "{tmp}/o"], 3, "did you mean 'Events'"),
         (["convert", JET, "{notroot}", "-o", "{tmp}/o"], 3, "not a ROOT file"),
-        (["convert", JET, "{rntuple}", "-o", "{tmp}/o", "--storage-options", "{{nope"], 2, "not valid JSON"),
+        (
+            ["convert", JET, "{rntuple}", "-o", "{tmp}/o", "--storage-options", "{{nope"],
+            2,
+            "not valid JSON",
+        ),
         (["inspect", "{tmp}/empty-folder"], 3, "neither a dataset"),
     ],
-    ids=["missing-file", "missing-schema", "bad-field", "bad-expression", "bad-tree", "not-root", "bad-json", "inspect-nothing"],
+    ids=[
+        "missing-file",
+        "missing-schema",
+        "bad-field",
+        "bad-expression",
+        "bad-tree",
+        "not-root",
+        "bad-json",
+        "inspect-nothing",
+    ],
 )
 def test_errors_are_one_line(args, code, needle, tmp_path):
     (tmp_path / "bad_field.yaml").write_text("name: x\noutputs:\n  a: {fields: [MET_ptt]}\n")
-    (tmp_path / "bad_expr.yaml").write_text('name: x\ndefine: {y: "__import__(\'os\')"}\noutputs:\n  a: {fields: [y]}\n')
+    (tmp_path / "bad_expr.yaml").write_text(
+        "name: x\ndefine: {y: \"__import__('os')\"}\noutputs:\n  a: {fields: [y]}\n"
+    )
     (tmp_path / "notroot.root").write_bytes(b"\x00garbage" * 500)
     (tmp_path / "empty-folder").mkdir()
     subs = {
@@ -78,11 +107,32 @@ def test_debug_shows_traceback(tmp_path):
 
 def test_convert_then_inspect(tmp_path):
     out = str(tmp_path / "cache")
-    proc = run("convert", JET, RNTUPLE + ":Events", "-o", out, "--scheduler", "threads", "--shard-size", "50 kB")
+    proc = run(
+        "convert",
+        JET,
+        RNTUPLE + ":Events",
+        "-o",
+        out,
+        "--scheduler",
+        "threads",
+        "--shard-size",
+        "50 kB",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "shards written" in proc.stdout
     assert "shard 1/" in proc.stderr  # plain progress lines when not a terminal
-    again = run("convert", JET, RNTUPLE + ":Events", "-o", out, "--scheduler", "threads", "--shard-size", "50 kB", "--quiet")
+    again = run(
+        "convert",
+        JET,
+        RNTUPLE + ":Events",
+        "-o",
+        out,
+        "--scheduler",
+        "threads",
+        "--shard-size",
+        "50 kB",
+        "--quiet",
+    )
     assert again.returncode == 0 and again.stdout == "" and again.stderr == ""
     info = run("inspect", out, "--json")
     doc = json.loads(info.stdout)
@@ -104,15 +154,36 @@ def test_schema_init_roundtrip(tmp_path):
     assert proc.returncode == 0, proc.stderr
     again = run("schema", "init", RNTUPLE + ":Events", "-o", str(target))
     assert again.returncode == 2 and "--force" in again.stderr
-    conv = run("convert", str(target), RNTUPLE + ":Events", "-o", str(tmp_path / "c"), "--scheduler", "synchronous", "-q")
+    conv = run(
+        "convert",
+        str(target),
+        RNTUPLE + ":Events",
+        "-o",
+        str(tmp_path / "c"),
+        "--scheduler",
+        "synchronous",
+        "-q",
+    )
     assert conv.returncode == 0, conv.stderr
 
 
 def test_skip_bad_records_failures(tmp_path):
     bad = tmp_path / "broken.root"
-    bad.write_bytes(open(RNTUPLE, "rb").read()[:5000])
+    with open(RNTUPLE, "rb") as f:
+        bad.write_bytes(f.read(5000))
     out = tmp_path / "c"
-    proc = run("convert", JET, RNTUPLE + ":Events", str(bad), "-o", str(out), "--scheduler", "threads", "--skip-bad", "-q")
+    proc = run(
+        "convert",
+        JET,
+        RNTUPLE + ":Events",
+        str(bad),
+        "-o",
+        str(out),
+        "--scheduler",
+        "threads",
+        "--skip-bad",
+        "-q",
+    )
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["failures"][0]["source"].endswith("broken.root")

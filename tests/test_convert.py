@@ -40,7 +40,11 @@ RECORDS_SCHEMA = {
     "name": "fixture-records",
     "outputs": {
         "pv": {"fields": ["PV.x", "PV.y", "PV.z", "PV.npvs"]},
-        "tracks": {"fields": ["Track.pt", "Track.eta", "Track.phi"], "length": 3, "sort_by": "-Track.pt"},
+        "tracks": {
+            "fields": ["Track.pt", "Track.eta", "Track.phi"],
+            "length": 3,
+            "sort_by": "-Track.pt",
+        },
     },
     "keep": ["event"],
 }
@@ -63,8 +67,23 @@ def _all_rows(path: str) -> dict[str, np.ndarray]:
 def _reference(path: str, tree: str) -> dict[str, np.ndarray]:
     """The obvious awkward implementation of SCHEMA, independent of rntensor."""
     a = uproot.open(path)[tree].arrays(
-        ["nJet", "Jet_pt", "Jet_eta", "Jet_phi", "Jet_mass", "Jet_btag", "Muon_pt", "Muon_eta",
-         "Muon_charge", "MET_pt", "MET_phi", "label", "weight", "run", "event"]
+        [
+            "nJet",
+            "Jet_pt",
+            "Jet_eta",
+            "Jet_phi",
+            "Jet_mass",
+            "Jet_btag",
+            "Muon_pt",
+            "Muon_eta",
+            "Muon_charge",
+            "MET_pt",
+            "MET_phi",
+            "label",
+            "weight",
+            "run",
+            "event",
+        ]
     )
     entry = np.arange(len(a))
     sel = np.asarray(a.nJet >= 1)
@@ -72,9 +91,25 @@ def _reference(path: str, tree: str) -> dict[str, np.ndarray]:
     order = ak.argsort(a.Jet_pt, ascending=False, stable=True)
     feats = [np.log(a.Jet_pt), a.Jet_eta, a.Jet_phi, a.Jet_mass, a.Jet_btag]
     padded = [ak.to_numpy(ak.fill_none(ak.pad_none(f[order], 4, clip=True), -9)) for f in feats]
-    mask = ak.to_numpy(ak.fill_none(ak.pad_none(ak.ones_like(a.Jet_pt[order]), 4, clip=True), 0)) > 0
-    muons = np.stack([ak.to_numpy(ak.flatten(a[f])).astype(np.float32) for f in ("Muon_pt", "Muon_eta", "Muon_charge")], -1)
-    scalars = np.stack([ak.to_numpy(a.MET_pt), ak.to_numpy(a.MET_phi), ak.to_numpy(ak.sum(a.Jet_pt, axis=1)), ak.to_numpy(a.Jet_pt[:, 0])], -1)
+    mask = (
+        ak.to_numpy(ak.fill_none(ak.pad_none(ak.ones_like(a.Jet_pt[order]), 4, clip=True), 0)) > 0
+    )
+    muons = np.stack(
+        [
+            ak.to_numpy(ak.flatten(a[f])).astype(np.float32)
+            for f in ("Muon_pt", "Muon_eta", "Muon_charge")
+        ],
+        -1,
+    )
+    scalars = np.stack(
+        [
+            ak.to_numpy(a.MET_pt),
+            ak.to_numpy(a.MET_phi),
+            ak.to_numpy(ak.sum(a.Jet_pt, axis=1)),
+            ak.to_numpy(a.Jet_pt[:, 0]),
+        ],
+        -1,
+    )
     return {
         "jets": np.stack(padded, -1).astype(np.float32),
         "jets_mask": mask,
@@ -91,13 +126,17 @@ def _reference(path: str, tree: str) -> dict[str, np.ndarray]:
 
 def test_convert_matches_uproot(root_file, tmp_path):
     out = str(tmp_path / "cache")
-    res = convert(SCHEMA, [root_file.spec], out, scheduler="synchronous", shard_size="40 kB", progress=False)
+    res = convert(
+        SCHEMA, [root_file.spec], out, scheduler="synchronous", shard_size="40 kB", progress=False
+    )
     assert res.shards_written == res.shards_total >= 2  # several shards: ranges split at clusters
     got = _all_rows(out)
     want = _reference(root_file, root_file.tree)
     assert set(want) <= set(got)
     for k, v in want.items():
-        np.testing.assert_allclose(got[k], v, rtol=1e-6, err_msg=k) if v.dtype.kind == "f" else np.testing.assert_array_equal(got[k], v, err_msg=k)
+        np.testing.assert_allclose(
+            got[k], v, rtol=1e-6, err_msg=k
+        ) if v.dtype.kind == "f" else np.testing.assert_array_equal(got[k], v, err_msg=k)
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
     assert manifest["num_rows"] == len(want["target"])
     st = manifest["stats"]["jets"]["Jet_eta"]
@@ -138,13 +177,34 @@ def test_record_fields(records_file, tmp_path):
 
 def test_rerun_does_no_work_and_schema_change_redoes(small_dataset, tmp_path):
     out = str(tmp_path / "c")
-    first = convert(SCHEMA, [small_dataset.folder], out, scheduler="threads", shard_size="200 kB", progress=False)
+    first = convert(
+        SCHEMA,
+        [small_dataset.folder],
+        out,
+        scheduler="threads",
+        shard_size="200 kB",
+        progress=False,
+    )
     assert first.shards_written == first.shards_total > 3
-    again = convert(SCHEMA, [small_dataset.folder], out, scheduler="threads", shard_size="200 kB", progress=False)
+    again = convert(
+        SCHEMA,
+        [small_dataset.folder],
+        out,
+        scheduler="threads",
+        shard_size="200 kB",
+        progress=False,
+    )
     assert again.shards_written == 0 and again.shards_reused == first.shards_total
     assert "nothing to do" in again.summary()
     changed = {**SCHEMA, "outputs": {**SCHEMA["outputs"], "scalars": {"fields": ["MET_pt"]}}}
-    third = convert(changed, [small_dataset.folder], out, scheduler="threads", shard_size="200 kB", progress=False)
+    third = convert(
+        changed,
+        [small_dataset.folder],
+        out,
+        scheduler="threads",
+        shard_size="200 kB",
+        progress=False,
+    )
     assert third.shards_written == first.shards_total
     assert open_cache(out).columns["scalars"]["shape"] == [1]
 
@@ -153,11 +213,15 @@ def test_touching_one_file_redoes_only_its_shards(small_dataset, tmp_path):
     src = tmp_path / "in"
     shutil.copytree(small_dataset.folder, src)
     out = str(tmp_path / "c")
-    first = convert(SCHEMA, [str(src)], out, scheduler="synchronous", shard_size="200 kB", progress=False)
+    first = convert(
+        SCHEMA, [str(src)], out, scheduler="synchronous", shard_size="200 kB", progress=False
+    )
     victim = sorted(src.glob("*.root"))[0]
     os.utime(victim, (1, 1))
     n_victim = sum(1 for s in open_cache(out).shards if s["source"]["name"] == victim.name)
-    second = convert(SCHEMA, [str(src)], out, scheduler="synchronous", shard_size="200 kB", progress=False)
+    second = convert(
+        SCHEMA, [str(src)], out, scheduler="synchronous", shard_size="200 kB", progress=False
+    )
     assert second.shards_written == n_victim < first.shards_total
 
 
@@ -166,14 +230,30 @@ def test_no_partial_files_left(small_dataset, tmp_path):
     convert(SCHEMA, [small_dataset.folder], str(out), scheduler="threads", progress=False)
     names = os.listdir(out / "shards")
     assert not [n for n in names if ".tmp" in n]
-    assert len([n for n in names if n.endswith(".arrow")]) == len([n for n in names if n.endswith(".json")])
+    assert len([n for n in names if n.endswith(".arrow")]) == len(
+        [n for n in names if n.endswith(".json")]
+    )
 
 
 def test_distributed_cluster(small_dataset, dask_client, tmp_path):
     out = str(tmp_path / "c")
-    res = convert(SCHEMA, [small_dataset.folder], out, scheduler=dask_client, shard_size="200 kB", progress=False)
+    res = convert(
+        SCHEMA,
+        [small_dataset.folder],
+        out,
+        scheduler=dask_client,
+        shard_size="200 kB",
+        progress=False,
+    )
     ref = str(tmp_path / "ref")
-    convert(SCHEMA, [small_dataset.folder], ref, scheduler="synchronous", shard_size="200 kB", progress=False)
+    convert(
+        SCHEMA,
+        [small_dataset.folder],
+        ref,
+        scheduler="synchronous",
+        shard_size="200 kB",
+        progress=False,
+    )
     a, b = _all_rows(out), _all_rows(ref)
     assert res.shards_written > 1
     for k in b:
@@ -194,8 +274,10 @@ def test_ttree_and_rntuple_agree(small_dataset, small_ttree_dataset, tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(SourceError, match="nothere.root"):
-        convert(SCHEMA, [str(tmp_path / "nothere.root")], str(tmp_path / "c"), scheduler="synchronous")
+    with pytest.raises(SourceError, match=r"nothere\.root"):
+        convert(
+            SCHEMA, [str(tmp_path / "nothere.root")], str(tmp_path / "c"), scheduler="synchronous"
+        )
     assert not (tmp_path / "c" / "manifest.json").exists()
 
 
@@ -214,7 +296,8 @@ def test_unknown_field_is_schema_error_before_work(rntuple_file, tmp_path):
 
 
 def _truncated_copy(src: str, dst) -> str:
-    data = open(src, "rb").read()
+    with open(src, "rb") as f:
+        data = f.read()
     dst.write_bytes(data[: int(len(data) * 0.6)])
     return str(dst)
 
@@ -230,17 +313,34 @@ def test_corrupt_file_keeps_other_shards_and_skip_bad(small_dataset, tmp_path):
     files[1].write_bytes(bytes(data))
     out = tmp_path / "c"
     with pytest.raises(SourceError) as info:
-        convert(SCHEMA, [str(src)], str(out), scheduler="synchronous", shard_size="200 kB", progress=False)
+        convert(
+            SCHEMA,
+            [str(src)],
+            str(out),
+            scheduler="synchronous",
+            shard_size="200 kB",
+            progress=False,
+        )
     msg = str(info.value)
     assert files[1].name in msg and "entries" in msg and "\n" not in msg
     assert not (out / "manifest.json").exists()
     kept = [n for n in os.listdir(out / "shards") if n.endswith(".arrow")]
     assert kept  # finished shards of the good files are kept for the next run
-    res = convert(SCHEMA, [str(src)], str(out), scheduler="synchronous", shard_size="200 kB", skip_bad=True, progress=False)
+    res = convert(
+        SCHEMA,
+        [str(src)],
+        str(out),
+        scheduler="synchronous",
+        shard_size="200 kB",
+        skip_bad=True,
+        progress=False,
+    )
     assert res.failures and all(f["source"].endswith(files[1].name) for f in res.failures)
     assert res.shards_reused >= len(kept)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["failures"] and all(s["source"]["name"] != files[1].name or True for s in manifest["shards"])
+    assert manifest["failures"] and all(
+        s["source"]["name"] != files[1].name or True for s in manifest["shards"]
+    )
     failed = {(f["entry_start"], f["entry_stop"]) for f in manifest["failures"]}
     for s in manifest["shards"]:
         if s["source"]["name"] == files[1].name:
@@ -252,7 +352,14 @@ def test_truncated_file_skip_bad(small_dataset, tmp_path):
     shutil.copytree(small_dataset.folder, src)
     victim = sorted(src.glob("*.root"))[0]
     _truncated_copy(str(victim), victim)
-    res = convert(SCHEMA, [str(src)], str(tmp_path / "c"), scheduler="synchronous", skip_bad=True, progress=False)
+    res = convert(
+        SCHEMA,
+        [str(src)],
+        str(tmp_path / "c"),
+        scheduler="synchronous",
+        skip_bad=True,
+        progress=False,
+    )
     assert res.failures and victim.name in res.failures[0]["source"]
     assert res.num_rows > 0
 

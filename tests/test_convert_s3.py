@@ -37,10 +37,25 @@ def test_s3_to_s3_on_distributed(seaweed, s3_root_files, s3_bucket, dask_client,
     inputs = [s3_root_files[f] for f in FILES]
     dest = f"s3://{s3_bucket}/cache/jets"
     opts = seaweed.storage_options
-    res = convert(SCHEMA, inputs, dest, storage_options=opts, scheduler=dask_client, shard_size="60 kB", progress=False)
+    res = convert(
+        SCHEMA,
+        inputs,
+        dest,
+        storage_options=opts,
+        scheduler=dask_client,
+        shard_size="60 kB",
+        progress=False,
+    )
     assert res.shards_written == res.shards_total > 2
     local = str(tmp_path / "local")
-    convert(SCHEMA, [str(p) for p in _local(FILES)], local, scheduler="synchronous", shard_size="60 kB", progress=False)
+    convert(
+        SCHEMA,
+        [str(p) for p in _local(FILES)],
+        local,
+        scheduler="synchronous",
+        shard_size="60 kB",
+        progress=False,
+    )
     remote = open_cache(dest, storage_options=opts, local_cache=str(tmp_path / "rt"))
     a, b = _rows(remote), _rows(open_cache(local))
     for k in b:
@@ -48,7 +63,15 @@ def test_s3_to_s3_on_distributed(seaweed, s3_root_files, s3_bucket, dask_client,
     manifest = seaweed.filesystem().cat_file(f"{s3_bucket}/cache/jets/manifest.json").decode()
     assert seaweed.secret not in manifest and seaweed.key not in manifest
     assert json.loads(manifest)["shards"][0]["source"]["fingerprint"]["etag"]
-    again = convert(SCHEMA, inputs, dest, storage_options=opts, scheduler="threads", shard_size="60 kB", progress=False)
+    again = convert(
+        SCHEMA,
+        inputs,
+        dest,
+        storage_options=opts,
+        scheduler="threads",
+        shard_size="60 kB",
+        progress=False,
+    )
     assert again.shards_written == 0
 
 
@@ -60,7 +83,14 @@ def test_env_credentials_only(seaweed_env, s3_root_files, s3_bucket, tmp_path):
 
 def test_s3_glob_input(seaweed, s3_root_files, s3_bucket, tmp_path):
     pattern = s3_root_files[FILES[0]].rsplit("/", 1)[0] + "/root_rntuple_*.root"
-    res = convert(SCHEMA, [pattern], str(tmp_path / "c"), storage_options=seaweed.storage_options, scheduler="threads", progress=False)
+    res = convert(
+        SCHEMA,
+        [pattern],
+        str(tmp_path / "c"),
+        storage_options=seaweed.storage_options,
+        scheduler="threads",
+        progress=False,
+    )
     assert len({s["source"]["name"] for s in open_cache(str(tmp_path / "c")).shards}) == 4
     assert res.num_rows > 0
 
@@ -68,7 +98,14 @@ def test_s3_glob_input(seaweed, s3_root_files, s3_bucket, tmp_path):
 def test_wrong_secret_is_one_line_without_secret(seaweed, s3_root_files, tmp_path):
     opts = {**seaweed.storage_options, "secret": "not-the-secret-XYZ123"}
     with pytest.raises(RNTensorError) as info:
-        convert(SCHEMA, [s3_root_files[FILES[0]]], str(tmp_path / "c"), storage_options=opts, scheduler="synchronous", progress=False)
+        convert(
+            SCHEMA,
+            [s3_root_files[FILES[0]]],
+            str(tmp_path / "c"),
+            storage_options=opts,
+            scheduler="synchronous",
+            progress=False,
+        )
     msg = str(info.value)
     assert "not-the-secret-XYZ123" not in msg and seaweed.secret not in msg
     assert "\n" not in msg and FILES[0] in msg

@@ -57,7 +57,14 @@ def test_friend_root_file_from_cache(jet_cache, model_file, tmp_path):
 
 def test_friend_arrow_from_root_with_training_stats(jet_cache, model_file, small_dataset, tmp_path):
     out = str(tmp_path / "friend.arrow")
-    res = infer(model_file, small_dataset.paths[0], out, schema=DEMO_SCHEMA, stats_from=jet_cache, batch_size=700)
+    res = infer(
+        model_file,
+        small_dataset.paths[0],
+        out,
+        schema=DEMO_SCHEMA,
+        stats_from=jet_cache,
+        batch_size=700,
+    )
     with pa.memory_map(out) as f:
         table = pa.ipc.open_file(f).read_all()
     assert table.num_rows == res.rows > 0
@@ -74,7 +81,9 @@ def test_cli_infer(jet_cache, model_file, tmp_path):
     out = tmp_path / "scores.root"
     proc = subprocess.run(
         [sys.executable, "-m", "rntensor.cli", "infer", model_file, jet_cache, "-o", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout and out.exists()

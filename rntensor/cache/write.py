@@ -59,12 +59,22 @@ def shard_key(
     schema_fingerprint: str,
 ) -> str:
     """The content address of a shard (see FORMAT.md)."""
-    doc = [source_name, tree, dict(fingerprint), entry_start, entry_stop, schema_fingerprint, FORMAT_VERSION]
+    doc = [
+        source_name,
+        tree,
+        dict(fingerprint),
+        entry_start,
+        entry_stop,
+        schema_fingerprint,
+        FORMAT_VERSION,
+    ]
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def table_to_batch(table: Mapping[str, np.ndarray], columns: Mapping[str, Mapping[str, Any]]) -> pa.RecordBatch:
+def table_to_batch(
+    table: Mapping[str, np.ndarray], columns: Mapping[str, Mapping[str, Any]]
+) -> pa.RecordBatch:
     """A table (see :mod:`rntensor.transform`) as one Arrow record batch, zero-copy where possible."""
     arrays: list[pa.Array] = []
     names: list[str] = []
@@ -88,7 +98,9 @@ def table_to_batch(table: Mapping[str, np.ndarray], columns: Mapping[str, Mappin
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _serialize(batch: pa.RecordBatch, metadata: Mapping[str, Any], compression: str | None) -> pa.Buffer:
+def _serialize(
+    batch: pa.RecordBatch, metadata: Mapping[str, Any], compression: str | None
+) -> pa.Buffer:
     schema = batch.schema.with_metadata({b"rntensor": json.dumps(metadata).encode()})
     sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression=compression) if compression else None
@@ -103,7 +115,9 @@ def write_bytes_atomic(fs: Any, path: str, data: bytes | pa.Buffer) -> None:
         if _is_local(fs):
             folder = os.path.dirname(path)
             os.makedirs(folder, exist_ok=True)
-            tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            tmp = os.path.join(
+                folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            )
             try:
                 with open(tmp, "wb") as f:
                     f.write(memoryview(data))
@@ -116,7 +130,9 @@ def write_bytes_atomic(fs: Any, path: str, data: bytes | pa.Buffer) -> None:
         else:
             fs.pipe_file(path, bytes(memoryview(data)) if isinstance(data, pa.Buffer) else data)
     except OSError as err:
-        raise StorageError(f"cannot write {path}: {err}; check the destination is writable and has space") from err
+        raise StorageError(
+            f"cannot write {path}: {err}; check the destination is writable and has space"
+        ) from err
 
 
 def _is_local(fs: Any) -> bool:
@@ -187,10 +203,14 @@ def load_manifest(fs: Any, root: str) -> dict[str, Any] | None:
     try:
         manifest = json.loads(text)
     except ValueError as err:
-        raise CacheError(f"manifest {path} is not valid JSON ({err}); delete it and re-run rntensor convert") from err
+        raise CacheError(
+            f"manifest {path} is not valid JSON ({err}); delete it and re-run rntensor convert"
+        ) from err
     return manifest
 
 
 def write_manifest(fs: Any, root: str, manifest: Mapping[str, Any]) -> None:
     """Write the manifest last and atomically."""
-    write_bytes_atomic(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=1, sort_keys=False).encode())
+    write_bytes_atomic(
+        fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=1, sort_keys=False).encode()
+    )

@@ -18,10 +18,16 @@ class JetTagger(nn.Module):
         classes: output logits.
     """
 
-    def __init__(self, jet_features: int = 5, scalar_features: int = 3, hidden: int = 32, classes: int = 2) -> None:
+    def __init__(
+        self, jet_features: int = 5, scalar_features: int = 3, hidden: int = 32, classes: int = 2
+    ) -> None:
         super().__init__()
-        self.phi = nn.Sequential(nn.Linear(jet_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-        self.rho = nn.Sequential(nn.Linear(hidden + scalar_features, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+        self.phi = nn.Sequential(
+            nn.Linear(jet_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+        )
+        self.rho = nn.Sequential(
+            nn.Linear(hidden + scalar_features, hidden), nn.ReLU(), nn.Linear(hidden, classes)
+        )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         jets = batch["jets"]
