@@ -295,6 +295,7 @@ def convert(
     ordered = [records[t.key] for t in tasks if t.key in records]
     manifest = _manifest(resolved, ordered, failures)
     write_manifest(fs, root, manifest)
+    _remove_stale_temporaries(fs, root)
     return ConvertResult(
         output=output,
         num_rows=manifest["num_rows"],
@@ -306,6 +307,17 @@ def convert(
         seconds=time.perf_counter() - t0,
         bytes_written=sum(r["bytes"] for r in ordered),
     )
+
+
+def _remove_stale_temporaries(fs: Any, root: str) -> None:
+    """Delete temporary files an interrupted run left behind (local destinations only)."""
+    folder = os.path.join(root, "shards")
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith(".") and ".tmp-" in name:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
 
 
 def _finished_shards(

@@ -374,3 +374,43 @@ def test_plan_aligns_to_clusters(root_file):
         assert t.entry_start in starts and t.entry_stop in starts
     assert tasks[0].entry_start == 0 and tasks[-1].entry_stop == root_file.n_entries
     assert "Jet_pt" in resolved.input_fields
+
+
+def test_interrupted_run_resumes(small_dataset, tmp_path):
+    """Kill a conversion after its first shard; the next run reuses what was finished."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "c"
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps(SCHEMA))
+    cmd = [sys.executable, "-m", "rntensor.cli", "convert", str(schema), small_dataset.folder, "-o", str(out),
+           "--scheduler", "synchronous", "--shard-size", "20 kB", "-q"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "shards").is_dir() and any(
+            n.endswith(".json") for n in os.listdir(out / "shards")
+        ):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.fail("the conversion finished before it could be interrupted; use smaller shards")
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not (out / "manifest.json").exists()
+    done = [n for n in os.listdir(out / "shards") if n.endswith(".json")]
+    res = convert(
+        SCHEMA,
+        [small_dataset.folder],
+        str(out),
+        scheduler="synchronous",
+        shard_size="20 kB",
+        progress=False,
+    )
+    assert res.shards_reused >= len(done) >= 1
+    assert res.shards_reused + res.shards_written == res.shards_total
+    assert not [n for n in os.listdir(out / "shards") if ".tmp-" in n]
