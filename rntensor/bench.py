@@ -17,7 +17,8 @@ numbers mean something on any machine and nothing is hard-coded:
 Each measurement runs in a fresh child process (``python -m rntensor.bench --child NAME
 PARAMS``) that samples the memory of itself and all its descendants in a thread; repeats are
 interleaved (baseline, candidate, baseline, candidate, ...) so machine noise hits all of them
-alike, and every figure is the median of ``--repeat`` runs.  Generated inputs and caches live
+alike, and every figure is the median of ``--repeat`` runs (for loaders, of every timed epoch of
+every run).  Generated inputs and caches live
 under ``--workdir`` (``.bench/``), keyed by their parameters, and are reused by later runs.
 
 Imports here are light (the CLI imports this module to build its parser); numpy, uproot,
@@ -41,12 +42,18 @@ from typing import Any
 
 __all__ = [
     "LOAD_SCHEMA",
+    "SECTIONS",
+    "SKIPPABLE",
     "TreeMemory",
     "add_arguments",
+    "awkward_transform",
     "bench_convert",
     "bench_gpu",
     "bench_load",
+    "events_for_bytes",
     "format_table",
+    "main",
+    "plain_epoch",
     "prepare_cache",
     "prepare_inputs",
     "run_bench",
@@ -76,6 +83,18 @@ _BATCH_ROW_BYTES = 10 * 5 * 4 + 10 + 4 * 2 * 4 + 4 + 2 * 4 + 8
 
 _RESULT = "@@rntensor-bench-result@@ "
 SECTIONS = ("convert", "load", "gpu")
+#: measurements ``--skip`` can leave out
+SKIPPABLE = (
+    "uproot",
+    "awkward",
+    "memcpy",
+    "convert",
+    "convert_warm",
+    "convert_sync",
+    "stages",
+    "rdataloader",
+    "plain",
+)
 
 
 # -- memory of a process tree ---------------------------------------------------------------
@@ -426,12 +445,10 @@ def _child_convert_warm(p: dict[str, Any]) -> dict[str, Any]:
     """Conversion on a cluster started (and its workers' imports done) before the clock."""
     import logging
 
-    from distributed import Client, LocalCluster
-
     from rntensor.convert import convert
     from rntensor.demo import DEMO_SCHEMA
 
-    start, (cluster, client) = _timed(lambda: _start_cluster(p["workers"], LocalCluster, Client))
+    start, (cluster, client) = _timed(lambda: _start_cluster(p["workers"]))
     try:
         client.run(_warm_worker, p["files"], p["fields"])
         _warm_read(p["files"], p["fields"])
@@ -454,10 +471,13 @@ def _child_convert_warm(p: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": s, "events": res.num_entries, "startup_seconds": start}
 
 
-def _start_cluster(workers: int, local_cluster: Any, client: Any) -> tuple[Any, Any]:
+def _start_cluster(workers: int) -> tuple[Any, Any]:
+    """A local cluster configured as ``convert``'s default one, and its client."""
     import logging
 
-    cluster = local_cluster(
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
@@ -465,7 +485,7 @@ def _start_cluster(workers: int, local_cluster: Any, client: Any) -> tuple[Any, 
         dashboard_address=None,
         silence_logs=logging.ERROR,
     )
-    return cluster, client(cluster)
+    return cluster, Client(cluster)
 
 
 def _child_convert_stages(p: dict[str, Any]) -> dict[str, Any]:
@@ -1099,7 +1119,7 @@ def format_table(results: Mapping[str, Any]) -> str:
         lines.append(f"[{section}] {sec.get('params', {}).get('events', 0):,} events")
         lines.append(
             f"  {'measurement':<54}{'events/s':>12}{'best':>12}{'median s':>10}{'load':>6}"
-            f"  {'vs':<14}{'ratio':>7}{'best':>7}"
+            f"  {'vs':<14}{'ratio':>9}{'best':>9}"
         )
         figs = sec["figures"]
         for f in figs.values():
@@ -1112,7 +1132,7 @@ def format_table(results: Mapping[str, Any]) -> str:
             lines.append(
                 f"  {f['label']:<54}{_num(f['events_per_s']):>12}{_num(f['best_events_per_s']):>12}"
                 f"{_num(f['seconds'], '.3f'):>10}{_num(f.get('load_avg'), '.1f'):>6}  {vs:<14}"
-                f"{ratio:>7}{best:>7}{err}"
+                f"{ratio:>9}{best:>9}{err}"
             )
         for name, mem in sec.get("memory", {}).items():
             parts = [
@@ -1216,6 +1236,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("events", "files", "repeat", "workers", "epochs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    unknown = sorted(set(args.skip or ()) - set(SKIPPABLE))
+    if unknown:
+        raise ValueError(
+            f"--skip {unknown[0]!r} is not a measurement; use one of {', '.join(SKIPPABLE)}"
+        )
     sections = args.only or list(SECTIONS)
     workdir = os.path.abspath(args.workdir)
     compression = None if args.input_compression == "none" else args.input_compression

@@ -279,7 +279,10 @@ class Source:
             if self._obj is not None:
                 return self._obj
             try:
-                f = uproot.open(self.url, **uproot_options(self.url, self.storage_options))
+                # array_cache=None: every range is read once, caching arrays only holds memory
+                f = uproot.open(
+                    self.url, array_cache=None, **uproot_options(self.url, self.storage_options)
+                )
             except FileNotFoundError as err:
                 raise SourceError(
                     f"file not found: {self.url}; check the path (or the bucket and key)"

@@ -41,6 +41,37 @@ __all__ = [
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
+# the NanoAOD-like fields of the fixture files and of rntensor.datagen: name -> dtype
+# (flat) or (dtype, collection) (jagged); records (``records=True``) add PV and Track
+FLAT = {
+    "run": "int64",
+    "luminosityBlock": "int64",
+    "event": "int64",
+    "MET_pt": "float32",
+    "MET_phi": "float32",
+    "weight": "float32",
+    "label": "int32",
+    "passTrigger": "bool",
+    "nJet": "int32",
+    "nMuon": "int32",
+}
+JAGGED = {
+    "Jet_pt": ("float32", "Jet"),
+    "Jet_eta": ("float32", "Jet"),
+    "Jet_phi": ("float32", "Jet"),
+    "Jet_mass": ("float32", "Jet"),
+    "Jet_btag": ("float32", "Jet"),
+    "Muon_pt": ("float32", "Muon"),
+    "Muon_eta": ("float32", "Muon"),
+    "Muon_charge": ("int32", "Muon"),
+}
+RECORD_FLAT = {"PV.x": "float32", "PV.y": "float32", "PV.z": "float32", "PV.npvs": "int32"}
+RECORD_JAGGED = {
+    "Track.pt": ("float32", "Track"),
+    "Track.eta": ("float32", "Track"),
+    "Track.phi": ("float32", "Track"),
+}
+
 
 class FixtureFile(str):
     """Absolute path of a committed fixture file, with its ``fixtures.json`` entry."""

@@ -7,37 +7,15 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+from _fixtures_data import FLAT, JAGGED, RECORD_FLAT, RECORD_JAGGED
 
 from rntensor import datagen
 from rntensor.sources import Jagged, open_source
 
 CODES = {"zlib": 101, "lz4": 404, "zstd": 505, "lzma": 207}
-FLAT = {
-    "run": "int64",
-    "luminosityBlock": "int64",
-    "event": "int64",
-    "MET_pt": "float32",
-    "MET_phi": "float32",
-    "label": "int32",
-    "weight": "float32",
-    "passTrigger": "bool",
-    "nJet": "int32",
-    "nMuon": "int32",
-}
-JAGGED = {
-    **{f"Jet_{x}": ("float32", "Jet") for x in ("pt", "eta", "phi", "mass", "btag")},
-    "Muon_pt": ("float32", "Muon"),
-    "Muon_eta": ("float32", "Muon"),
-    "Muon_charge": ("int32", "Muon"),
-}
 RECORDS = {
-    "PV.x": ("float32", None),
-    "PV.y": ("float32", None),
-    "PV.z": ("float32", None),
-    "PV.npvs": ("int32", None),
-    "Track.pt": ("float32", "Track"),
-    "Track.eta": ("float32", "Track"),
-    "Track.phi": ("float32", "Track"),
+    **{name: (dtype, None) for name, dtype in RECORD_FLAT.items()},
+    **RECORD_JAGGED,
 }
 
 

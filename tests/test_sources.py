@@ -13,7 +13,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from _fixtures_data import DATA_DIR, FIXTURE_FILES
+from _fixtures_data import DATA_DIR, FIXTURE_FILES, FLAT, JAGGED, RECORD_FLAT, RECORD_JAGGED
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,34 +29,6 @@ from rntensor.sources import (
     to_column,
 )
 
-FLAT = {
-    "run": "int64",
-    "luminosityBlock": "int64",
-    "event": "int64",
-    "MET_pt": "float32",
-    "MET_phi": "float32",
-    "weight": "float32",
-    "label": "int32",
-    "passTrigger": "bool",
-    "nJet": "int32",
-    "nMuon": "int32",
-}
-JAGGED = {
-    "Jet_pt": ("float32", "Jet"),
-    "Jet_eta": ("float32", "Jet"),
-    "Jet_phi": ("float32", "Jet"),
-    "Jet_mass": ("float32", "Jet"),
-    "Jet_btag": ("float32", "Jet"),
-    "Muon_pt": ("float32", "Muon"),
-    "Muon_eta": ("float32", "Muon"),
-    "Muon_charge": ("int32", "Muon"),
-}
-RECORD_FLAT = {"PV.x": "float32", "PV.y": "float32", "PV.z": "float32", "PV.npvs": "int32"}
-RECORD_JAGGED = {
-    "Track.pt": ("float32", "Track"),
-    "Track.eta": ("float32", "Track"),
-    "Track.phi": ("float32", "Track"),
-}
 EXTRA_JAGGED = {"Photon_pt": ("float32", "Photon")}
 
 

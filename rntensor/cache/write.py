@@ -109,6 +109,36 @@ def _serialize(
     return sink.getvalue()
 
 
+def _write_local_shard(
+    path: str, batch: pa.RecordBatch, meta: Mapping[str, Any], compression: str | None
+) -> tuple[int, str]:
+    """Write an IPC file under a temporary name, hash it, rename it; (bytes, xxh64 hex)."""
+    folder = os.path.dirname(path)
+    tmp = os.path.join(
+        folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    )
+    schema = batch.schema.with_metadata({b"rntensor": json.dumps(meta).encode()})
+    options = pa.ipc.IpcWriteOptions(compression=compression) if compression else None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as writer:
+            writer.write_batch(batch)
+        with open(tmp, "rb") as f:  # read back from the page cache, in blocks
+            h = xxhash.xxh64()
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        nbytes = os.path.getsize(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise StorageError(
+            f"cannot write {path}: {err}; check the destination is writable and has space"
+        ) from err
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return nbytes, h.hexdigest()
+
+
 def write_bytes_atomic(fs: Any, path: str, data: bytes | pa.Buffer) -> None:
     """Write ``data`` to ``path`` so that readers see all of it or nothing."""
     try:
@@ -157,16 +187,17 @@ def write_shard(
     counts as finished only once both exist.
     """
     batch = table_to_batch(table, columns)
-    buf = _serialize(batch, {"format_version": FORMAT_VERSION, "key": key}, compression)
+    meta = {"format_version": FORMAT_VERSION, "key": key}
     rel = f"{SHARDS_DIR}/{key}.arrow"
-    write_bytes_atomic(fs, f"{root}/{rel}", buf)
+    if _is_local(fs):  # stream straight into the file: no second in-memory copy of the shard
+        nbytes, checksum = _write_local_shard(f"{root}/{rel}", batch, meta, compression)
+    else:  # object stores get one PUT of the whole shard
+        buf = _serialize(batch, meta, compression)
+        write_bytes_atomic(fs, f"{root}/{rel}", buf)
+        nbytes, checksum = int(buf.size), xxhash.xxh64(memoryview(buf)).hexdigest()
     rec = dict(record)
     rec.update(
-        path=rel,
-        key=key,
-        rows=int(batch.num_rows),
-        bytes=int(buf.size),
-        checksum="xxh64:" + xxhash.xxh64(memoryview(buf)).hexdigest(),
+        path=rel, key=key, rows=int(batch.num_rows), bytes=nbytes, checksum="xxh64:" + checksum
     )
     write_bytes_atomic(fs, f"{root}/{SHARDS_DIR}/{key}.json", json.dumps(rec).encode())
     return rec

@@ -26,6 +26,7 @@ from rntensor.torch.columns import resolve_outputs
 from rntensor.torch.plan import (
     _BUFFER,
     Chunker,
+    EvenSplit,
     RankPlan,
     batch_positions,
     canonical_order,
@@ -70,7 +71,49 @@ class _Open:
     rows: np.ndarray | None  # ordered split rows of the shard; None: identity
 
 
-class CacheDataset(IterableDataset):
+class _BatchDataset(IterableDataset):
+    """What :class:`CacheDataset` and :class:`~rntensor.torch.stream.StreamDataset` share: the
+    batching arguments, checked and kept, and the epoch and resume point set by the loader."""
+
+    def _init_batching(
+        self,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        shuffle_buffer: int,
+        split: str | None,
+        fractions: Sequence[float],
+        rank: int,
+        world_size: int,
+        even_split: bool | str | None,
+        drop_last: bool,
+    ) -> EvenSplit:
+        """Check the arguments (:func:`~rntensor.torch.plan.check_common`) and keep them;
+        returns the normalized ``even_split``."""
+        even = check_common(
+            batch_size=batch_size, seed=seed, shuffle_buffer=shuffle_buffer, split=split,
+            fractions=fractions, rank=rank, world_size=world_size, even_split=even_split,
+        )  # fmt: skip
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.shuffle_buffer = int(shuffle_buffer) if shuffle else 0
+        self.split = split
+        self.fractions = tuple(float(f) for f in fractions)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        self.start_batch = 0
+        self.chunk_batches = 1  # batches assembled (and handed over) together; set by DataLoader
+        return even
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+
+class CacheDataset(_BatchDataset):
     """One rank's batches of a converted cache.  Usually built by :class:`DataLoader`.
 
     Args:
@@ -113,30 +156,13 @@ class CacheDataset(IterableDataset):
         **open_options: Any,
     ) -> None:
         super().__init__()
-        self.even_split = check_common(
-            batch_size=batch_size,
-            seed=seed,
-            shuffle_buffer=shuffle_buffer,
-            split=split,
-            fractions=fractions,
-            rank=rank,
-            world_size=world_size,
-            even_split=even_split,
-        )
+        self.even_split = self._init_batching(
+            batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
+            split=split, fractions=fractions, rank=rank, world_size=world_size,
+            even_split=even_split, drop_last=drop_last,
+        )  # fmt: skip
         self.reader = cache if isinstance(cache, CacheReader) else open_cache(cache, **open_options)
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.shuffle_buffer = int(shuffle_buffer) if shuffle else 0
-        self.split = split
-        self.fractions = tuple(float(f) for f in fractions)
-        self.rank = int(rank)
-        self.world_size = int(world_size)
-        self.drop_last = bool(drop_last)
         self.prefetch_shards = int(prefetch_shards)
-        self.epoch = 0
-        self.start_batch = 0
-        self.chunk_batches = 1  # batches assembled (and handed over) together; set by DataLoader
         meta = self.reader.columns
         self.outputs = resolve_outputs(
             meta,
@@ -187,9 +213,6 @@ class CacheDataset(IterableDataset):
     def __len__(self) -> int:
         """Batches per epoch for this rank."""
         return num_batches(self.num_rows, self.batch_size, self.drop_last)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def plan(self, epoch: int | None = None) -> RankPlan:
         return RankPlan.build(

@@ -20,17 +20,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import get_worker_info
 
 from rntensor.torch.collate import Item, Packed, Part, WorkerFailure, gather, worker_batches
 from rntensor.torch.columns import resolve_outputs
-from rntensor.torch.dataset import parts_of_batch
+from rntensor.torch.dataset import _BatchDataset, parts_of_batch
 from rntensor.torch.plan import (
     _BUFFER,
     _ROW_ORDER,
     BatchCutter,
     Chunker,
-    check_common,
     epoch_rng,
     split_mask,
 )
@@ -114,7 +113,7 @@ def _num_rows(table: Table) -> int:
     raise ValueError(f"cannot tell the number of rows of a table with columns {sorted(table)}")
 
 
-class StreamDataset(IterableDataset):
+class StreamDataset(_BatchDataset):
     """Batches from a table source; arguments as :class:`~rntensor.torch.dataset.CacheDataset`.
 
     Args:
@@ -146,32 +145,18 @@ class StreamDataset(IterableDataset):
         normalize: bool = True,
     ) -> None:
         super().__init__()
-        check_common(
-            batch_size=batch_size, seed=seed, shuffle_buffer=shuffle_buffer, split=split,
-            fractions=fractions, rank=rank, world_size=world_size, even_split=False,
+        self._init_batching(
+            batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer,
+            split=split, fractions=fractions, rank=rank, world_size=world_size,
+            even_split=False, drop_last=drop_last,
         )  # fmt: skip
         if not callable(tables):
             raise TypeError(f"tables must be a callable (part, num_parts, epoch), got {tables!r}")
         self.tables = tables
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.shuffle_buffer = int(shuffle_buffer) if shuffle else 0
-        self.split = split
-        self.fractions = tuple(float(f) for f in fractions)
-        self.rank = int(rank)
-        self.world_size = int(world_size)
-        self.drop_last = bool(drop_last)
-        self.epoch = 0
-        self.start_batch = 0
-        self.chunk_batches = 1  # batches assembled (and handed over) together; set by DataLoader
         self.outputs = resolve_outputs(
             columns_meta, stats=stats, schema=schema, columns=columns, keep=keep,
             normalize=normalize, where="the streamed tables",
         )  # fmt: skip
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[Item | WorkerFailure]:
         info = get_worker_info()
