@@ -597,8 +597,8 @@ def bench_convert(
         "uproot": "uproot arrays(), 1 process (read ceiling)",
         "awkward": "awkward transform, 1 process (what users do)",
         "memcpy": "memory copy of the decompressed bytes",
-        "convert": f"rntensor convert, {workers} workers, incl. start-up",
-        "convert_warm": f"rntensor convert, {workers} workers, excl. start-up",
+        "convert": f"rntensor convert, default cluster, {workers} threads, all in",
+        "convert_warm": f"rntensor convert, {workers} worker procs, excl. start",
         "convert_sync": "rntensor convert, 1 process (synchronous)",
     }
     for key, label in labels.items():

@@ -254,7 +254,9 @@ def convert(
         storage_options: fsspec options for the inputs (``endpoint_url``, ``key``, ...).
         output_storage_options: fsspec options for the output; defaults to ``storage_options``.
         shard_size: target uncompressed shard size (``"128 MB"``).
-        scheduler: ``None`` (a local distributed cluster sized to the machine),
+        scheduler: ``None`` or ``"local"`` (a local distributed cluster sized to the machine:
+            one in-process worker, a thread per core), ``"local-processes"`` (a worker
+            process per core),
             ``"threads"``, ``"processes"``, ``"synchronous"``, ``"tcp://host:port"``,
             ``"jobqueue:htcondor"``/``"jobqueue:slurm"``, or a ``distributed.Client``.
         compression: ``None`` (memory-mappable), ``"lz4"`` or ``"zstd"``.
@@ -462,21 +464,27 @@ class _client:
         cluster: Any
         if s is not None and not isinstance(s, str):
             return s  # a Client given by the caller
-        if s is None or s in ("local", "distributed"):
+        if s is None or s in ("local", "local-processes"):
             from distributed import LocalCluster
 
             n = self.n_workers or max(1, min(os.cpu_count() or 1, 16))
-            # no dashboards: dashboard_address=None alone still serves HTTP routes on :8787
+            # "local" (the default): one in-process worker with a thread per core.  The tasks
+            # spend their time in uproot's decompression and numpy, which release the GIL, so
+            # threads use every core without a second's worth of process start-up (which is
+            # longer than converting a million events).  "local-processes": a worker process
+            # per core, for isolation.  No dashboards: dashboard_address=None alone still
+            # serves HTTP routes on :8787.
+            processes = s == "local-processes"
             cluster = LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
+                n_workers=n if processes else 1,
+                threads_per_worker=1 if processes else n,
+                processes=processes,
                 dashboard_address=None,
                 worker_dashboard_address=None,
                 silence_logs=logging.ERROR,
-                env=_WORKER_ENV,
                 scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                # processes listen on loopback only; threads talk in-process (no sockets)
+                **({"env": _WORKER_ENV, "host": "127.0.0.1"} if processes else {}),
             )
             self._close.append(cluster)
         elif s.startswith("tcp://") or s.startswith("tls://"):
@@ -486,7 +494,7 @@ class _client:
             self._close.append(cluster)
         else:
             raise ValueError(
-                f"unknown scheduler {s!r}; use threads, processes, synchronous, tcp://HOST:PORT, "
+                f"unknown scheduler {s!r}; use local, local-processes, threads, processes, synchronous, tcp://HOST:PORT, "
                 "jobqueue:htcondor or jobqueue:slurm"
             )
         client = Client(cluster)
