@@ -1,0 +1,167 @@
+"""Child processes, timing and process-tree memory: the machinery every section uses.
+
+A measurement runs in a fresh interpreter (``python -m rntensor.bench --child NAME PARAMS``,
+dispatched by :mod:`rntensor.bench.command`) and prints its result dict on one tagged line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["SECTIONS", "SKIPPABLE", "TreeMemory", "run_child"]
+
+
+_RESULT = "@@rntensor-bench-result@@ "
+SECTIONS = ("convert", "load", "gpu")
+#: measurements ``--skip`` can leave out
+SKIPPABLE = (
+    "uproot",
+    "awkward",
+    "memcpy",
+    "convert",
+    "convert_warm",
+    "convert_sync",
+    "stages",
+    "rdataloader",
+    "plain",
+)
+
+
+# -- memory of a process tree ---------------------------------------------------------------
+class TreeMemory:
+    """Peak RSS, PSS and anonymous memory summed over a process and its descendants.
+
+    Sampled in a thread.  RSS counts pages shared between processes (libraries, forked memory,
+    memory-mapped shards) once per process, so it is the pessimistic figure; PSS splits shared
+    pages between their users; anonymous memory (RSS minus file-backed and shared pages) is the
+    heap that cannot be reclaimed, without memory-mapped files.
+
+    Args:
+        pid: the root of the tree (default: this process).
+        interval_s: time between samples; PSS (slower to read) every second sample.
+    """
+
+    def __init__(self, pid: int | None = None, *, interval_s: float = 0.02) -> None:
+        import psutil
+
+        self._proc = psutil.Process(pid)
+        self.interval_s = interval_s
+        self.start = {"rss": 0, "pss": 0, "anon": 0}
+        self.peak = dict(self.start)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self, *, pss: bool = True) -> dict[str, int]:
+        """Current totals over the tree (``pss`` is 0 unless asked: it is slower to read)."""
+        import psutil
+
+        out = {"rss": 0, "pss": 0, "anon": 0}
+        try:
+            procs = [self._proc, *self._proc.children(recursive=True)]
+        except psutil.Error:
+            return out
+        for p in procs:
+            try:
+                m = p.memory_full_info() if pss else p.memory_info()
+            except psutil.Error:  # exited between listing and reading
+                continue
+            out["rss"] += m.rss
+            out["anon"] += m.rss - m.shared
+            out["pss"] += m.pss if pss else 0
+        return out
+
+    def _update(self, now: Mapping[str, int]) -> None:
+        for k, v in now.items():
+            self.peak[k] = max(self.peak[k], v)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(self.interval_s):
+            i += 1
+            self._update(self.sample(pss=i % 2 == 0))
+
+    def __enter__(self) -> TreeMemory:
+        self.start = self.sample()
+        self.peak = dict(self.start)
+        self._thread = threading.Thread(target=self._run, name="rntensor-bench-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._update(self.sample())
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def figures(self) -> dict[str, int]:
+        """``start_<kind>_bytes``, ``peak_<kind>_bytes``, ``peak_<kind>_above_start_bytes``."""
+        out = {}
+        for k in ("rss", "pss", "anon"):
+            out[f"start_{k}_bytes"] = self.start[k]
+            out[f"peak_{k}_bytes"] = self.peak[k]
+            out[f"peak_{k}_above_start_bytes"] = self.peak[k] - self.start[k]
+        return out
+
+
+# -- child processes ------------------------------------------------------------------------
+def run_child(name: str, params: Mapping[str, Any], *, timeout_s: float = 3600) -> dict[str, Any]:
+    """Run measurement ``name`` in a fresh interpreter; its result dict, or ``{"error": ...}``.
+
+    The child runs in its own session: on a timeout or an interrupt its whole process group
+    (Dask workers, DataLoader workers) is killed, so nothing outlives the harness.
+    """
+    import signal
+
+    cmd = [sys.executable, "-m", "rntensor.bench", "--child", name, json.dumps(dict(params))]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except BaseException as err:  # timeout, Ctrl-C: take the whole tree down
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if isinstance(err, subprocess.TimeoutExpired):
+            return {"error": f"timed out after {timeout_s:.0f} s"}
+        raise
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(_RESULT):
+            return json.loads(line[len(_RESULT) :])
+    tail = " | ".join((stderr or stdout).strip().splitlines()[-6:])
+    return {"error": f"exit code {proc.returncode}: {tail[-600:]}"}
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def _memcpy(nbytes: int) -> float:
+    """Seconds of one copy of ``nbytes`` between warm buffers (median of 3, after a warm-up)."""
+    import numpy as np
+
+    src = np.ones(nbytes, dtype=np.uint8)
+    dst = np.ones(nbytes, dtype=np.uint8)
+    np.copyto(dst, src)
+    return statistics.median(_timed(lambda: np.copyto(dst, src))[0] for _ in range(3))
+
+
+def _child_memcpy(p: dict[str, Any]) -> dict[str, Any]:
+    return {"seconds": _memcpy(int(p["nbytes"])), "bytes": int(p["nbytes"])}
