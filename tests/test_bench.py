@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmark harness (rntensor/bench.py): it runs and produces its figures.
+"""Smoke tests of the benchmark harness (rntensor/bench/): it runs and produces its figures.
 
 No timing assertions (timing belongs in benchmarks/): only that every measurement ran, that
 the keys, ratios and memory figures are there, and that the table prints.  The expensive
