@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--scheduler",
         default=None,
-        help="local (default: a local distributed cluster, a thread per core)|local-processes|threads|processes|synchronous|tcp://HOST:PORT|jobqueue:htcondor|jobqueue:slurm",
+        help="local (default: a local distributed cluster, an in-process worker per core)|local-processes|threads|processes|synchronous|tcp://HOST:PORT|jobqueue:htcondor|jobqueue:slurm",
     )
     c.add_argument("--workers", type=int, default=None, help="workers of the default local cluster")
     c.add_argument(

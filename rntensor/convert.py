@@ -255,7 +255,7 @@ def convert(
         output_storage_options: fsspec options for the output; defaults to ``storage_options``.
         shard_size: target uncompressed shard size (``"128 MB"``).
         scheduler: ``None`` or ``"local"`` (a local distributed cluster sized to the machine:
-            one in-process worker, a thread per core), ``"local-processes"`` (a worker
+            in-process workers of one thread, one per core), ``"local-processes"`` (a worker
             process per core),
             ``"threads"``, ``"processes"``, ``"synchronous"``, ``"tcp://host:port"``,
             ``"jobqueue:htcondor"``/``"jobqueue:slurm"``, or a ``distributed.Client``.
@@ -468,7 +468,7 @@ class _client:
             from distributed import LocalCluster
 
             n = self.n_workers or max(1, min(os.cpu_count() or 1, 16))
-            # "local" (the default): one in-process worker with a thread per core.  The tasks
+            # "local" (the default): in-process workers, one thread each, one per core.  The tasks
             # spend their time in uproot's decompression and numpy, which release the GIL, so
             # threads use every core without a second's worth of process start-up (which is
             # longer than converting a million events).  "local-processes": a worker process
@@ -476,8 +476,8 @@ class _client:
             # serves HTTP routes on :8787.
             processes = s == "local-processes"
             cluster = LocalCluster(
-                n_workers=n if processes else 1,
-                threads_per_worker=1 if processes else n,
+                n_workers=n,  # in-process workers of one thread each beat one worker of n threads
+                threads_per_worker=1,
                 processes=processes,
                 dashboard_address=None,
                 worker_dashboard_address=None,
