@@ -462,6 +462,16 @@ class _client:
 
         s = self.scheduler
         cluster: Any
+        if not log.isEnabledFor(logging.DEBUG):  # distributed's INFO chatter is not for users
+            for name in (
+                "distributed",
+                "distributed.scheduler",
+                "distributed.nanny",
+                "distributed.core",
+                "distributed.worker",
+            ):
+                logging.getLogger(name).setLevel(logging.ERROR)
+
         if s is not None and not isinstance(s, str):
             return s  # a Client given by the caller
         if s is None or s in ("local", "local-processes"):
@@ -499,15 +509,6 @@ class _client:
             )
         client = Client(cluster)
         self._close.insert(0, client)
-        if not log.isEnabledFor(logging.DEBUG):  # distributed's INFO chatter is not for users
-            for name in (
-                "distributed",
-                "distributed.scheduler",
-                "distributed.nanny",
-                "distributed.core",
-                "distributed.worker",
-            ):
-                logging.getLogger(name).setLevel(logging.ERROR)
         return client
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,6 +1,6 @@
 """``rntensor demo``: the whole pipeline on generated data, local files, a local Dask cluster, CPU.
 
-generate → convert (Dask, 2 worker processes) → train one epoch through the rntensor
+generate → convert (a local Dask distributed cluster) → train one epoch through the rntensor
 DataLoader → inference writing a friend file → a summary with events/s per stage.
 """
 
@@ -72,7 +72,7 @@ def run_demo(
     generate_dataset(raw, n_events=n_events, n_files=4, fmt="rntuple", compression="zstd", seed=1)
     figures["generate"] = (n_events, time.perf_counter() - t)
 
-    say(f"[2/4] converting with Dask ({workers} worker processes) into {cache}")
+    say(f"[2/4] converting with Dask (a local distributed cluster, {workers} workers) into {cache}")
     res = convert(DEMO_SCHEMA, [raw], cache, shard_size="16 MB", n_workers=workers, progress=False)
     figures["convert"] = (res.num_entries, res.seconds)
     say(f"      {res.summary()}")
