@@ -25,9 +25,7 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -119,31 +117,13 @@ def _child_main(name: str, params_json: str) -> None:
 
 
 def run_child(name: str, params: Mapping[str, Any], *, timeout_s: float = 1800) -> dict[str, Any]:
-    """Run child ``name`` in a fresh interpreter (own session: killed as a group on timeout)."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, json.dumps(dict(params))]
-    env = dict(os.environ, PYTHONWARNINGS="ignore", NO_PROXY="127.0.0.1,localhost")
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout_s)
-    except BaseException as err:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        if isinstance(err, subprocess.TimeoutExpired):
-            return {"error": f"timed out after {timeout_s:.0f} s"}
-        raise
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(_RESULT):
-            return json.loads(line[len(_RESULT) :])
-    tail = " | ".join((stderr or stdout).strip().splitlines()[-6:])
-    return {"error": f"exit code {proc.returncode}: {tail[-600:]}"}
+    """Run child ``name`` of this script in a fresh interpreter (the harness's runner)."""
+    from rntensor.bench.harness import run_child as _run
+
+    return _run(
+        name, params, timeout_s=timeout_s, script=__file__, marker=_RESULT,
+        extra_env={"NO_PROXY": "127.0.0.1,localhost"},
+    )  # fmt: skip
 
 
 # -- figures --------------------------------------------------------------------------------

@@ -113,16 +113,27 @@ class TreeMemory:
 
 
 # -- child processes ------------------------------------------------------------------------
-def run_child(name: str, params: Mapping[str, Any], *, timeout_s: float = 3600) -> dict[str, Any]:
+def run_child(
+    name: str,
+    params: Mapping[str, Any],
+    *,
+    timeout_s: float = 3600,
+    script: str | None = None,
+    marker: str = _RESULT,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Run measurement ``name`` in a fresh interpreter; its result dict, or ``{"error": ...}``.
 
-    The child runs in its own session: on a timeout or an interrupt its whole process group
-    (Dask workers, DataLoader workers) is killed, so nothing outlives the harness.
+    The child is ``python -m rntensor.bench --child NAME PARAMS`` (or ``python SCRIPT --child
+    ...``) and prints its result on a line starting with ``marker``.  It runs in its own
+    session: on a timeout or an interrupt its whole process group (Dask workers, DataLoader
+    workers) is killed, so nothing outlives the harness.
     """
     import signal
 
-    cmd = [sys.executable, "-m", "rntensor.bench", "--child", name, json.dumps(dict(params))]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    entry = [os.path.abspath(script)] if script else ["-m", "rntensor.bench"]
+    cmd = [sys.executable, *entry, "--child", name, json.dumps(dict(params))]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", **dict(extra_env or {}))
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -141,8 +152,8 @@ def run_child(name: str, params: Mapping[str, Any], *, timeout_s: float = 3600) 
             return {"error": f"timed out after {timeout_s:.0f} s"}
         raise
     for line in reversed(stdout.splitlines()):
-        if line.startswith(_RESULT):
-            return json.loads(line[len(_RESULT) :])
+        if line.startswith(marker):
+            return json.loads(line[len(marker) :])
     tail = " | ".join((stderr or stdout).strip().splitlines()[-6:])
     return {"error": f"exit code {proc.returncode}: {tail[-600:]}"}
 
