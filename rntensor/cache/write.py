@@ -98,45 +98,82 @@ def table_to_batch(
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _serialize(
-    batch: pa.RecordBatch, metadata: Mapping[str, Any], compression: str | None
-) -> pa.Buffer:
-    schema = batch.schema.with_metadata({b"rntensor": json.dumps(metadata).encode()})
-    sink = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression=compression) if compression else None
-    with pa.ipc.new_file(sink, schema, options=options) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue()
+class _HashingSink:
+    """A write-only file that hashes (xxh64) and counts what passes through to ``raw``."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.hash = xxhash.xxh64()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.hash.update(view)
+        self.size += view.nbytes
+        self.raw.write(view)
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
 
 
-def _write_local_shard(
-    path: str, batch: pa.RecordBatch, meta: Mapping[str, Any], compression: str | None
-) -> tuple[int, str]:
-    """Write an IPC file under a temporary name, hash it, rename it; (bytes, xxh64 hex)."""
-    folder = os.path.dirname(path)
-    tmp = os.path.join(
-        folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    )
+def _stream_shard(
+    raw: Any, batch: pa.RecordBatch, meta: Mapping[str, Any], compression: str | None
+) -> _HashingSink:
+    sink = _HashingSink(raw)
     schema = batch.schema.with_metadata({b"rntensor": json.dumps(meta).encode()})
     options = pa.ipc.IpcWriteOptions(compression=compression) if compression else None
+    with pa.PythonFile(sink, mode="w") as f, pa.ipc.new_file(f, schema, options=options) as writer:
+        writer.write_batch(batch)
+    return sink
+
+
+def _write_shard_file(
+    fs: Any, path: str, batch: pa.RecordBatch, meta: Mapping[str, Any], compression: str | None
+) -> tuple[int, str]:
+    """Stream the IPC file to its destination, hashing on the way; (bytes, xxh64 hex).
+
+    POSIX: a temporary name in the same folder, renamed when complete.  Object stores: one
+    upload (multipart for large shards) that is discarded on error, so the object appears
+    whole or not at all.  Either way no second in-memory copy of the shard is made.
+    """
     try:
-        os.makedirs(folder, exist_ok=True)
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as writer:
-            writer.write_batch(batch)
-        with open(tmp, "rb") as f:  # read back from the page cache, in blocks
-            h = xxhash.xxh64()
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
-        nbytes = os.path.getsize(tmp)
-        os.replace(tmp, path)
+        if _is_local(fs):
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            tmp = os.path.join(
+                folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            )
+            try:
+                with open(tmp, "wb") as raw:
+                    sink = _stream_shard(raw, batch, meta, compression)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            raw = fs.open(path, "wb")
+            try:
+                sink = _stream_shard(raw, batch, meta, compression)
+            except BaseException:
+                raw.discard()  # abort the upload: no partial object
+                raise
+            raw.close()
     except OSError as err:
         raise StorageError(
             f"cannot write {path}: {err}; check the destination is writable and has space"
         ) from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return nbytes, h.hexdigest()
+    return sink.size, sink.hash.hexdigest()
 
 
 def write_bytes_atomic(fs: Any, path: str, data: bytes | pa.Buffer) -> None:
@@ -189,12 +226,7 @@ def write_shard(
     batch = table_to_batch(table, columns)
     meta = {"format_version": FORMAT_VERSION, "key": key}
     rel = f"{SHARDS_DIR}/{key}.arrow"
-    if _is_local(fs):  # stream straight into the file: no second in-memory copy of the shard
-        nbytes, checksum = _write_local_shard(f"{root}/{rel}", batch, meta, compression)
-    else:  # object stores get one PUT of the whole shard
-        buf = _serialize(batch, meta, compression)
-        write_bytes_atomic(fs, f"{root}/{rel}", buf)
-        nbytes, checksum = int(buf.size), xxhash.xxh64(memoryview(buf)).hexdigest()
+    nbytes, checksum = _write_shard_file(fs, f"{root}/{rel}", batch, meta, compression)
     rec = dict(record)
     rec.update(
         path=rel, key=key, rows=int(batch.num_rows), bytes=nbytes, checksum="xxh64:" + checksum
