@@ -414,3 +414,54 @@ def test_interrupted_run_resumes(small_dataset, tmp_path):
     assert res.shards_reused >= len(done) >= 1
     assert res.shards_reused + res.shards_written == res.shards_total
     assert not [n for n in os.listdir(out / "shards") if ".tmp-" in n]
+
+
+def test_killed_worker_is_survived(small_dataset, tmp_path):
+    """SIGKILL a Dask worker process mid-conversion: its tasks are rescheduled, nothing is lost."""
+    import signal
+    import threading
+    import time
+
+    from rntensor.testing import local_cluster
+
+    out = tmp_path / "c"
+    killed: list[int] = []
+
+    def kill_one_worker(client) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            shards = out / "shards"
+            if shards.is_dir() and any(n.endswith(".json") for n in os.listdir(shards)):
+                pid = next(iter(client.run(os.getpid).values()))
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.01)
+
+    with local_cluster(n_workers=2, threads_per_worker=1, processes=True) as client:
+        client.wait_for_workers(2, timeout=60)
+        killer = threading.Thread(target=kill_one_worker, args=(client,), daemon=True)
+        killer.start()
+        res = convert(
+            SCHEMA,
+            [small_dataset.folder],
+            str(out),
+            scheduler=client,
+            shard_size="20 kB",
+            progress=False,
+        )
+        killer.join(timeout=60)
+    assert killed, "no worker was killed: the conversion finished before any shard appeared"
+    assert not res.failures and res.shards_written == res.shards_total > 4
+    ref = str(tmp_path / "ref")
+    convert(
+        SCHEMA,
+        [small_dataset.folder],
+        ref,
+        scheduler="synchronous",
+        shard_size="20 kB",
+        progress=False,
+    )
+    a, b = _all_rows(str(out)), _all_rows(ref)
+    for k in b:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
