@@ -294,7 +294,7 @@ def bench_convert(
         "uproot": "uproot arrays(), 1 process (read ceiling)",
         "awkward": "awkward transform, 1 process (what users do)",
         "memcpy": "memory copy of the decompressed bytes",
-        "convert": f"rntensor convert, default cluster, {workers} threads, all in",
+        "convert": f"rntensor convert, default cluster ({workers} in-proc workers), all in",
         "convert_warm": f"rntensor convert, {workers} worker procs, excl. start",
         "convert_sync": "rntensor convert, 1 process (synchronous)",
     }
