@@ -188,3 +188,12 @@ def test_skip_bad_records_failures(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["failures"][0]["source"].endswith("broken.root")
     assert manifest["num_rows"] > 0
+
+
+def test_public_api_is_lazy_and_complete():
+    code = (
+        "import sys, rntensor; heavy = [m for m in ('torch', 'dask', 'uproot', 'pyarrow') if m in sys.modules]; "
+        "[getattr(rntensor, n) for n in rntensor.__all__]; print(heavy, rntensor.__version__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("]")[0] == "["
