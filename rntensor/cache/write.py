@@ -7,11 +7,12 @@ one PUT of the complete bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -138,14 +139,13 @@ def _stream_shard(
     return sink
 
 
-def _write_shard_file(
-    fs: Any, path: str, batch: pa.RecordBatch, meta: Mapping[str, Any], compression: str | None
-) -> tuple[int, str]:
-    """Stream the IPC file to its destination, hashing on the way; (bytes, xxh64 hex).
+@contextlib.contextmanager
+def _atomic_open(fs: Any, path: str, *, fsync: bool = False) -> Iterator[Any]:
+    """A binary file to write ``path`` through, which readers see whole or not at all.
 
-    POSIX: a temporary name in the same folder, renamed when complete.  Object stores: one
-    upload (multipart for large shards) that is discarded on error, so the object appears
-    whole or not at all.  Either way no second in-memory copy of the shard is made.
+    POSIX: a temporary name in the same folder, renamed on success and removed on failure.
+    Object stores: one upload (multipart when large) completed on success and discarded on
+    failure.  OS errors become a :class:`StorageError` naming the path.
     """
     try:
         if _is_local(fs):
@@ -156,7 +156,10 @@ def _write_shard_file(
             )
             try:
                 with open(tmp, "wb") as raw:
-                    sink = _stream_shard(raw, batch, meta, compression)
+                    yield raw
+                    if fsync:
+                        raw.flush()
+                        os.fsync(raw.fileno())
                 os.replace(tmp, path)
             finally:
                 if os.path.exists(tmp):
@@ -164,7 +167,7 @@ def _write_shard_file(
         else:
             raw = fs.open(path, "wb")
             try:
-                sink = _stream_shard(raw, batch, meta, compression)
+                yield raw
             except BaseException:
                 raw.discard()  # abort the upload: no partial object
                 raise
@@ -173,33 +176,24 @@ def _write_shard_file(
         raise StorageError(
             f"cannot write {path}: {err}; check the destination is writable and has space"
         ) from err
+
+
+def _write_shard_file(
+    fs: Any, path: str, batch: pa.RecordBatch, meta: Mapping[str, Any], compression: str | None
+) -> tuple[int, str]:
+    """Stream the IPC file to its destination, hashing on the way; (bytes, xxh64 hex).
+
+    No second in-memory copy of the shard is made.
+    """
+    with _atomic_open(fs, path) as raw:
+        sink = _stream_shard(raw, batch, meta, compression)
     return sink.size, sink.hash.hexdigest()
 
 
 def write_bytes_atomic(fs: Any, path: str, data: bytes | pa.Buffer) -> None:
     """Write ``data`` to ``path`` so that readers see all of it or nothing."""
-    try:
-        if _is_local(fs):
-            folder = os.path.dirname(path)
-            os.makedirs(folder, exist_ok=True)
-            tmp = os.path.join(
-                folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            )
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(memoryview(data))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        else:
-            fs.pipe_file(path, bytes(memoryview(data)) if isinstance(data, pa.Buffer) else data)
-    except OSError as err:
-        raise StorageError(
-            f"cannot write {path}: {err}; check the destination is writable and has space"
-        ) from err
+    with _atomic_open(fs, path, fsync=True) as raw:
+        raw.write(memoryview(data))
 
 
 def _is_local(fs: Any) -> bool:
