@@ -107,7 +107,7 @@ def test_debug_shows_traceback(tmp_path):
 
 def test_convert_then_inspect(tmp_path):
     out = str(tmp_path / "cache")
-    proc = run(
+    command = (
         "convert",
         JET,
         RNTUPLE + ":Events",
@@ -118,21 +118,11 @@ def test_convert_then_inspect(tmp_path):
         "--shard-size",
         "50 kB",
     )
+    proc = run(*command)
     assert proc.returncode == 0, proc.stderr
     assert "shards written" in proc.stdout
     assert "shard 1/" in proc.stderr  # plain progress lines when not a terminal
-    again = run(
-        "convert",
-        JET,
-        RNTUPLE + ":Events",
-        "-o",
-        out,
-        "--scheduler",
-        "threads",
-        "--shard-size",
-        "50 kB",
-        "--quiet",
-    )
+    again = run(*command, "--quiet")
     assert again.returncode == 0 and again.stdout == "" and again.stderr == ""
     info = run("inspect", out, "--json")
     doc = json.loads(info.stdout)
