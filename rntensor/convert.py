@@ -449,6 +449,26 @@ def _execute(
 _WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
 
 
+# Settings of the clusters ``convert`` starts itself.  In-process workers share the GIL with
+# the scheduler's event loop, so its housekeeping is paid out of conversion time:
+# - the workers' statistical profiler samples every thread's stack every 10 ms, holding the
+#   GIL (~20% of a local conversion's time);
+# - the event-loop tick (20 ms), system monitor (0.5 s) and memory monitor (0.1 s) wake the
+#   loop for diagnostics and dashboards nobody looks at here: ~8% of the CPU time;
+# - one task per worker thread at a time, the rest queued on the scheduler largest first,
+#   and no work stealing: a worker that finishes takes the next largest task, which balances
+#   a few tasks of unequal size (one per file) better than assigning them all up front.
+_LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.scheduler.worker-saturation": 1.0,
+    "distributed.scheduler.work-stealing": False,
+}
+
+
 class _client:
     """Context manager giving a ``distributed.Client`` for a scheduler spec."""
 
@@ -478,9 +498,7 @@ class _client:
             import dask
             from distributed import LocalCluster
 
-            # the workers' statistical profiler samples every thread's stack every 10 ms,
-            # holding the GIL: ~20% of a local conversion's time.  Off for clusters we own.
-            cfg = dask.config.set({"distributed.worker.profile.enabled": False})
+            cfg = dask.config.set(_LOCAL_CLUSTER_CONFIG)
             cfg.__enter__()
             self._close.append(_ConfigExit(cfg))
 

@@ -61,12 +61,13 @@ class Jagged:
 
     def local_index(self) -> np.ndarray:
         """For every value, its position inside its event's list (0, 1, 2, ...)."""
-        idx = np.arange(len(self.content), dtype=np.int64)
-        return idx - np.repeat(self.offsets[:-1], self.counts)
+        idx = np.arange(len(self.content), dtype=np.intp)
+        idx -= self.offsets[:-1][self.parents()]
+        return idx
 
     def parents(self) -> np.ndarray:
         """For every value, the index of the event it belongs to."""
-        return np.repeat(np.arange(len(self), dtype=np.int64), self.counts)
+        return event_index(self.counts)
 
     def take_events(self, mask_or_index: np.ndarray) -> Jagged:
         """Keep the events selected by a boolean mask or an index array (in that order)."""
@@ -87,11 +88,33 @@ class Jagged:
         np.cumsum(counts, out=offsets[1:])
         starts = self.offsets[:-1][index]
         # gather: value position = start of its event + local index
-        local = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], counts)
-        return Jagged(offsets, self.content[np.repeat(starts, counts) + local])
+        parent = event_index(counts)
+        pos = np.arange(offsets[-1], dtype=np.intp)
+        pos += (starts - offsets[:-1])[parent]
+        return Jagged(offsets, self.content[pos])
 
 
 Column = np.ndarray | Jagged
+
+
+def event_index(counts: np.ndarray) -> np.ndarray:
+    """``np.repeat(np.arange(len(counts)), counts)``: for every object, its event's index.
+
+    Built from a scatter of the non-empty events' first positions and a cumulative sum:
+    the same cost as ``np.repeat`` in one thread, but, unlike it, numpy releases the GIL for
+    both steps, so conversion threads running side by side do not serialize on it.
+    """
+    counts = np.asarray(counts)
+    total = int(counts.sum())
+    out = np.zeros(total, dtype=np.intp)
+    if total == 0:
+        return out
+    nonempty = np.flatnonzero(counts)
+    first = np.cumsum(counts)
+    first -= counts
+    # each non-empty event adds the distance from the previous non-empty event's index
+    out[first[nonempty]] = np.diff(nonempty, prepend=0)
+    return np.cumsum(out, out=out)
 
 
 @dataclass(frozen=True)

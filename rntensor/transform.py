@@ -26,7 +26,7 @@ from rntensor.errors import SchemaError
 from rntensor.schema import ResolvedSchema
 from rntensor.schema.expr import evaluate
 from rntensor.schema.spec import OutputSpec
-from rntensor.sources import Column, Jagged
+from rntensor.sources import Column, Jagged, event_index
 
 __all__ = ["FieldStats", "Table", "column_layout", "merge_stats", "pad", "transform"]
 
@@ -47,17 +47,17 @@ class FieldStats:
     def of(cls, values: np.ndarray) -> FieldStats:
         if len(values) == 0:
             return cls()
-        v64 = values.astype(np.float64, copy=False)
+        v64 = values.astype(np.float64)  # a copy of our own, squared in place below
         total = float(v64.sum())
         if not np.isfinite(total):  # rare: drop NaN/inf before summing
             v64 = v64[np.isfinite(v64)]
             if len(v64) == 0:
                 return cls()
             total = float(v64.sum())
-            values = v64
-        return cls(
-            len(v64), total, float(np.dot(v64, v64)), float(values.min()), float(values.max())
-        )
+        lo, hi = float(v64.min()), float(v64.max())
+        # not np.dot: BLAS starts threads of its own that fight the conversion's threads
+        np.multiply(v64, v64, out=v64)
+        return cls(len(v64), total, float(v64.sum()), lo, hi)
 
     def merge(self, other: FieldStats) -> FieldStats:
         return FieldStats(
@@ -105,10 +105,15 @@ def merge_stats(a: Stats, b: Stats) -> Stats:
 
 def _sortable_u32(key: np.ndarray) -> np.ndarray:
     """Map float keys to uint32 whose unsigned order is the float order (NaN last)."""
-    k = np.nan_to_num(key.astype(np.float32, copy=False), nan=np.inf)
+    k = key.astype(np.float32, copy=False)
+    if np.isnan(k).any():
+        k = np.where(np.isnan(k), np.float32(np.inf), k)
     bits = k.view(np.uint32)
-    neg = (bits >> np.uint32(31)).astype(bool)
-    return np.where(neg, ~bits, bits | np.uint32(0x80000000))
+    # negative floats: flip every bit; positive: flip the sign bit
+    flip = (bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF)
+    flip |= np.uint32(0x80000000)
+    flip ^= bits
+    return flip
 
 
 def pad(
@@ -120,6 +125,7 @@ def pad(
     sort_key: np.ndarray | None = None,
     pad_value: float = 0.0,
     dtype: str | np.dtype = "float32",
+    with_kept: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Pad or clip objects of one collection to ``length`` per event.
 
@@ -132,29 +138,32 @@ def pad(
             (ascending, stable) before clipping.
         pad_value: value of empty slots.
         dtype: output dtype.
+        with_kept: also return the kept values (for statistics).
 
     Returns:
         ``(values (n, L, F), mask (n, L) bool, kept)`` where ``kept[j]`` holds the values of
-        feature ``j`` that made it in (for statistics).
+        feature ``j`` that made it in (empty without ``with_kept``).
     """
     src, parents, local, n = _objects(offsets, events, sort_key)
     keep = local < length
     if not keep.all():
         src, parents, local = src[keep], parents[keep], local[keep]
-    dest = parents * length + local
-    nf = len(contents)
-    alloc = np.zeros if pad_value == 0 else np.empty
-    out = alloc((n * length, nf), dtype=dtype)
-    if pad_value != 0:
-        out.fill(pad_value)
-    kept = []
+    dest = parents * length
+    dest += local
+    # every output slot names its source row; empty slots name an extra row of pad values.
+    # Then one row gather (np.take along axis 0) builds the (n * L, F) block: a gather
+    # streams its output, where a scatter per feature would write with a stride.
+    total = len(contents[0]) if contents else 0
+    slot = np.full(n * length, total, dtype=np.intp)
+    slot[dest] = src
+    stacked = np.empty((total + 1, len(contents)), dtype=dtype)
     for j, c in enumerate(contents):
-        v = c[src]
-        out[dest, j] = v
-        kept.append(v)
-    mask = np.zeros(n * length, dtype=bool)
-    mask[dest] = True
-    return out.reshape(n, length, nf), mask.reshape(n, length), kept
+        stacked[:total, j] = c
+    stacked[total] = pad_value
+    out = np.take(stacked, slot, axis=0, mode="clip")
+    mask = slot != total
+    kept = [np.take(c, src) for c in contents] if with_kept else []
+    return out.reshape(n, length, len(contents)), mask.reshape(n, length), kept
 
 
 def _objects(
@@ -162,26 +171,24 @@ def _objects(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """For the objects of the selected events, in output order: their flat source position,
     their (output) event number and their position inside the event."""
-    if events is None:
-        counts = np.diff(offsets)
+    if events is None:  # offsets[0] == 0 (the Jagged contract)
         starts = offsets[:-1]
+        counts = np.diff(offsets)
     else:
-        starts = offsets[:-1][events]
-        counts = offsets[1:][events] - starts
+        starts = np.take(offsets, events)
+        counts = np.take(offsets, events + 1) - starts
     n = len(counts)
-    new_starts = np.cumsum(counts) - counts
     total = int(counts.sum())
-    parents = np.repeat(np.arange(n, dtype=np.int64), counts)
-    local = np.arange(total, dtype=np.int64) - np.repeat(new_starts, counts)
-    src = (
-        local + np.repeat(starts, counts)
-        if events is not None
-        else np.arange(total, dtype=np.int64)
-    )
+    parents = event_index(counts)
+    new_starts = np.cumsum(counts)
+    new_starts -= counts
+    local = np.arange(total, dtype=np.intp)
+    local -= new_starts[parents]
+    src = np.arange(total, dtype=np.intp) if events is None else local + starts[parents]
     if sort_key is not None and total:
-        combined = (parents.astype(np.uint64) << np.uint64(32)) | _sortable_u32(
-            sort_key[src]
-        ).astype(np.uint64)
+        combined = parents.astype(np.uint64)
+        combined <<= np.uint64(32)
+        combined |= _sortable_u32(sort_key[src])
         src = src[np.argsort(combined, kind="stable")]  # sorting within events keeps parents/local
     return src, parents, local, n
 
@@ -317,6 +324,14 @@ def _output(
         raise SchemaError(f"output {o.name!r} has no jagged field; make it a flat output")
     offsets = jag[0].offsets
     contents = []
+    parents: np.ndarray | None = None  # event of every object, for per-event values
+
+    def broadcast(v: np.ndarray) -> np.ndarray:
+        nonlocal parents
+        if parents is None:
+            parents = event_index(np.diff(offsets))
+        return v[parents]
+
     for f, c in zip(o.fields, cols, strict=True):
         if isinstance(c, Jagged):
             if c.offsets is not offsets and not np.array_equal(c.offsets, offsets):
@@ -326,12 +341,12 @@ def _output(
                 )
             contents.append(c.content)
         else:  # per-event value broadcast to every object
-            contents.append(np.repeat(c, np.diff(offsets)))
+            contents.append(broadcast(c))
     key = None
     sort_expr = schema.sort_keys.get(o.name)
     if sort_expr is not None:
         k = evaluate(sort_expr, env, len(offsets) - 1)
-        key = k.content if isinstance(k, Jagged) else np.repeat(k, np.diff(offsets))
+        key = k.content if isinstance(k, Jagged) else broadcast(k)
     if o.kind == "padded":
         assert o.length is not None
         values, mask, kept = pad(
@@ -342,6 +357,7 @@ def _output(
             sort_key=key,
             pad_value=o.pad_value,
             dtype=o.dtype,
+            with_kept=with_stats,
         )
         table[o.name] = values
         table[f"{o.name}_mask"] = mask

@@ -91,6 +91,8 @@ def _fresh(path: str) -> str:
 
 def _child_convert(p: dict[str, Any]) -> dict[str, Any]:
     """The user's command: a default local cluster, started and stopped inside ``convert``."""
+    import distributed  # noqa: F401  (imports are outside every clock, the baseline's too)
+
     from rntensor.convert import convert
     from rntensor.demo import DEMO_SCHEMA
 

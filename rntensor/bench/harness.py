@@ -42,41 +42,72 @@ class TreeMemory:
 
     Sampled in a thread.  RSS counts pages shared between processes (libraries, forked memory,
     memory-mapped shards) once per process, so it is the pessimistic figure; PSS splits shared
-    pages between their users; anonymous memory (RSS minus file-backed and shared pages) is the
-    heap that cannot be reclaimed, without memory-mapped files.
+    pages between their users; anonymous memory (RSS without file-backed and shared pages) is
+    the heap that cannot be reclaimed, without memory-mapped files.
+
+    The sampler must not slow down what it measures: RSS and anonymous memory come from
+    ``/proc/PID/statm`` (two small reads per process), the list of descendants and PSS (the
+    kernel walks every mapping for it) are refreshed only every ``slow_every`` samples, and
+    the process's own exact peak RSS (``getrusage``) tops up the sampled one at the end.
 
     Args:
         pid: the root of the tree (default: this process).
-        interval_s: time between samples; PSS (slower to read) every second sample.
+        interval_s: time between samples.
+        slow_every: refresh the process list and PSS every this many samples.
     """
 
-    def __init__(self, pid: int | None = None, *, interval_s: float = 0.02) -> None:
+    def __init__(
+        self, pid: int | None = None, *, interval_s: float = 0.02, slow_every: int = 10
+    ) -> None:
         import psutil
 
         self._proc = psutil.Process(pid)
+        self._self = pid is None or pid == os.getpid()
         self.interval_s = interval_s
+        self.slow_every = max(1, slow_every)
         self.start = {"rss": 0, "pss": 0, "anon": 0}
         self.peak = dict(self.start)
+        self._pids: list[int] = [self._proc.pid]
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _refresh_tree(self) -> None:
+        import psutil
+
+        try:
+            self._pids = [self._proc.pid, *(c.pid for c in self._proc.children(recursive=True))]
+        except psutil.Error:
+            self._pids = [self._proc.pid]
+
+    def _statm(self, pid: int) -> tuple[int, int] | None:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                fields = f.read().split()
+            return int(fields[1]) * self._page, int(fields[2]) * self._page
+        except (OSError, IndexError, ValueError):
+            return None
 
     def sample(self, *, pss: bool = True) -> dict[str, int]:
         """Current totals over the tree (``pss`` is 0 unless asked: it is slower to read)."""
         import psutil
 
+        if pss:
+            self._refresh_tree()
         out = {"rss": 0, "pss": 0, "anon": 0}
-        try:
-            procs = [self._proc, *self._proc.children(recursive=True)]
-        except psutil.Error:
-            return out
-        for p in procs:
+        for pid in self._pids:
+            got = self._statm(pid) if os.path.exists("/proc/self/statm") else None
             try:
-                m = p.memory_full_info() if pss else p.memory_info()
+                if got is None:
+                    m = psutil.Process(pid).memory_info()
+                    got = (m.rss, getattr(m, "shared", 0))
+                if pss:
+                    out["pss"] += psutil.Process(pid).memory_full_info().pss
             except psutil.Error:  # exited between listing and reading
                 continue
-            out["rss"] += m.rss
-            out["anon"] += m.rss - m.shared
-            out["pss"] += m.pss if pss else 0
+            rss, shared = got
+            out["rss"] += rss
+            out["anon"] += rss - shared
         return out
 
     def _update(self, now: Mapping[str, int]) -> None:
@@ -87,7 +118,7 @@ class TreeMemory:
         i = 0
         while not self._stop.wait(self.interval_s):
             i += 1
-            self._update(self.sample(pss=i % 2 == 0))
+            self._update(self.sample(pss=i % self.slow_every == 0))
 
     def __enter__(self) -> TreeMemory:
         self.start = self.sample()
@@ -97,10 +128,15 @@ class TreeMemory:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._update(self.sample())
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self._update(self.sample())
+        if self._self and len(self._pids) == 1:  # the exact peak, when the tree is this process
+            import resource
+
+            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            self.peak["rss"] = max(self.peak["rss"], maxrss)
 
     def figures(self) -> dict[str, int]:
         """``start_<kind>_bytes``, ``peak_<kind>_bytes``, ``peak_<kind>_above_start_bytes``."""

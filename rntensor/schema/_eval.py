@@ -25,7 +25,7 @@ from rntensor.schema._parse import (
     _short,
     parse,
 )
-from rntensor.sources import Column, Jagged
+from rntensor.sources import Column, Jagged, event_index
 
 __all__ = ["evaluate", "evaluate_selection"]
 
@@ -198,13 +198,11 @@ class _Evaluator:
                     )
         if offsets is None:
             return list(args), None
-        counts = np.diff(offsets)
+        parents = (
+            event_index(np.diff(offsets)) if any(isinstance(a, np.ndarray) for a in args) else None
+        )
         raws = [
-            a.content
-            if isinstance(a, Jagged)
-            else np.repeat(a, counts)
-            if isinstance(a, np.ndarray)
-            else a
+            a.content if isinstance(a, Jagged) else a[parents] if isinstance(a, np.ndarray) else a
             for a in args
         ]
         return raws, offsets
@@ -305,7 +303,7 @@ class _Evaluator:
         for bound, cmp in ((node.start, np.greater_equal), (node.stop, np.less)):
             if bound is not None:
                 # a bound >= 0 is the same for every event; a negative one counts from the end
-                per = bound if bound >= 0 else np.repeat(counts + bound, counts)
+                per = bound if bound >= 0 else (counts + bound)[value.parents()]
                 keep &= cmp(local, per)
         return Jagged(new_offsets, content[keep])
 
