@@ -191,6 +191,39 @@ def test_determinism_seed_and_epoch(cache):
     assert_deterministic(make(1), epochs=(0,), other=make(5))  # chunking changes nothing
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_gather_threads_change_nothing(cache, threads):
+    """Background gather threads yield the same batches, in order; an early break leaves no
+    thread behind."""
+    import threading
+
+    path, _ = cache
+
+    def batches(**kw):
+        ld = DataLoader(
+            path, batch_size=16, shuffle=True, seed=3, shuffle_buffer=120, keep=True,
+            ragged="offsets", chunk_batches=2, **kw,
+        )  # fmt: skip
+        return [{k: v.numpy().copy() for k, v in b.items()} for b in ld]
+
+    inline, threaded = batches(), batches(gather_threads=threads)
+    assert len(inline) == len(threaded)
+    for a, b in zip(inline, threaded, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+    ld = DataLoader(path, batch_size=16, shuffle=True, gather_threads=threads)
+    for i, _ in enumerate(ld):
+        if i == 3:
+            break
+    import gc
+
+    gc.collect()
+    assert not [t for t in threading.enumerate() if t.name.startswith("rntensor-gather")]
+    with pytest.raises(ValueError, match="gather_threads"):
+        DataLoader(path, gather_threads=-1)
+
+
 def test_splits_disjoint_covering_and_stable(tmp_path):
     a = write_cache(tmp_path / "a", SOURCES, shard_entries=64)
     reordered = list(reversed(SOURCES))  # other file order, other shard cuts, other manifest order

@@ -16,7 +16,9 @@ dominated multi-worker loading), pinning pins one block, and the device copy is 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,7 @@ __all__ = [
     "Part",
     "WorkerFailure",
     "gather",
+    "gather_all",
     "unpack",
     "worker_batches",
 ]
@@ -48,7 +51,7 @@ class Part:
 
     arrays: Mapping[str, np.ndarray]
     rows: np.ndarray
-    index: np.ndarray | None  # batch positions; None: all of them, in order
+    index: slice | np.ndarray | None  # chunk positions; None: all of them, in order
     table: int
 
 
@@ -120,6 +123,9 @@ def gather(outputs: Sequence[Output], parts: Sequence[Part], sizes: Sequence[int
             specs.append((o.name, src.dtype, (n, *src.shape[1:])))
     buffer, arrays = _allocate(specs)
     out = {name: a for name, (a, _) in arrays.items()}
+    # np.take(..., out=) gathers straight into the buffer only with mode="clip" (or "wrap"):
+    # with the default "raise" numpy gathers into a temporary and copies it over, at twice
+    # the cost.  Rows are computed from the plan and always in range.
     firsts: dict[str, np.ndarray] = {}
     for o in outputs:
         if o.kind == "ragged":
@@ -131,7 +137,9 @@ def gather(outputs: Sequence[Output], parts: Sequence[Part], sizes: Sequence[int
             dst = out[o.name]
             for p in parts:
                 if p.index is None:
-                    np.take(p.arrays[o.name], p.rows, axis=0, out=dst)
+                    np.take(p.arrays[o.name], p.rows, axis=0, out=dst, mode="clip")
+                elif isinstance(p.index, slice):
+                    np.take(p.arrays[o.name], p.rows, axis=0, out=dst[p.index], mode="clip")
                 else:
                     dst[p.index] = np.take(p.arrays[o.name], p.rows, axis=0)
     for o in outputs:
@@ -139,6 +147,34 @@ def gather(outputs: Sequence[Output], parts: Sequence[Part], sizes: Sequence[int
             mask = out[o.mask] if o.mask else None
             _normalize(out[o.name], o.mean, o.inv_std, mask, o.shape[-1], o.pad_value)
     return _split(outputs, arrays, firsts, edges, buffer)
+
+
+def gather_all(jobs: Iterable[Callable[[], Packed]], threads: int) -> Iterator[Packed]:
+    """The results of ``jobs`` (chunk assemblies, see :func:`gather`), in order.
+
+    With ``threads >= 1`` the jobs run in a pool of that many threads, up to ``2 * threads``
+    ahead of the consumer: ``np.take`` releases the GIL, so consecutive chunks are assembled
+    on several cores while this thread plans the next ones (``jobs`` is consumed here, in
+    order).  Closing the iterator early cancels what has not started and waits for the rest:
+    no thread outlives it.
+    """
+    if threads <= 0:
+        for job in jobs:
+            yield job()
+        return
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="rntensor-gather")
+    pending: deque[Future[Packed]] = deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(job))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True)
 
 
 def _split(
@@ -149,23 +185,25 @@ def _split(
     buffer: np.ndarray,
 ) -> Packed:
     """Each batch's views of the chunk's arrays, and their layouts."""
+    cols = []  # per output, once per chunk: (name, array, byte offset, dtype str, row bytes)
+    for o in outputs:
+        arr, off = arrays[o.name]
+        cols.append((o.name, arr, off, arr.dtype.str, arr.strides[0], o.kind == "ragged"))
+    bounds = edges.tolist()
     batches, layouts = [], []
-    for j in range(len(edges) - 1):
-        a, b = int(edges[j]), int(edges[j + 1])
+    for j in range(len(bounds) - 1):
+        a, b = bounds[j], bounds[j + 1]
         views: dict[str, np.ndarray] = {}
         layout = []
-        for o in outputs:
-            arr, off = arrays[o.name]
-            lo, hi = (
-                (int(firsts[o.name][a]), int(firsts[o.name][b])) if o.kind == "ragged" else (a, b)
-            )
+        for name, arr, off, dtype, row, ragged in cols:
+            lo, hi = (int(firsts[name][a]), int(firsts[name][b])) if ragged else (a, b)
             v = arr[lo:hi]
-            views[o.name] = v
-            layout.append((o.name, arr.dtype.str, v.shape, off + lo * arr.strides[0]))
-            if o.kind == "ragged":
-                offs, off = arrays[f"{o.name}_offsets#{j}"]
-                views[f"{o.name}_offsets"] = offs
-                layout.append((f"{o.name}_offsets", offs.dtype.str, offs.shape, off))
+            views[name] = v
+            layout.append((name, dtype, v.shape, off + lo * row))
+            if ragged:
+                offs, o_off = arrays[f"{name}_offsets#{j}"]
+                views[f"{name}_offsets"] = offs
+                layout.append((f"{name}_offsets", offs.dtype.str, offs.shape, o_off))
         batches.append(views)
         layouts.append(tuple(layout))
     return Packed(buffer, batches, tuple(layouts))
@@ -190,7 +228,10 @@ def _fill_ragged(
         c = counts if p.index is None else counts[p.index]
         src = _ranges(first, c)
         if p.index is None:
-            np.take(p.arrays[name], src, axis=0, out=values)
+            np.take(p.arrays[name], src, axis=0, out=values, mode="clip")
+        elif isinstance(p.index, slice):  # a run of consecutive rows: one contiguous block
+            a, b = int(offsets[p.index.start]), int(offsets[p.index.stop])
+            np.take(p.arrays[name], src, axis=0, out=values[a:b], mode="clip")
         else:
             values[_ranges(offsets[p.index], c)] = np.take(p.arrays[name], src, axis=0)
     return offsets

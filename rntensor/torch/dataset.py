@@ -12,8 +12,10 @@ and other workers' batches cost index arithmetic only: their shards are never de
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -21,8 +23,16 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from rntensor.cache.read import CacheReader, open_cache
 from rntensor.errors import CacheError
-from rntensor.torch.collate import Item, Packed, Part, WorkerFailure, gather, worker_batches
-from rntensor.torch.columns import resolve_outputs
+from rntensor.torch.collate import (
+    Item,
+    Packed,
+    Part,
+    WorkerFailure,
+    gather,
+    gather_all,
+    worker_batches,
+)
+from rntensor.torch.columns import Output, resolve_outputs
 from rntensor.torch.plan import (
     _BUFFER,
     Chunker,
@@ -37,31 +47,41 @@ from rntensor.torch.plan import (
     split_mask,
 )
 
-__all__ = ["CacheDataset", "parts_of_batch"]
+__all__ = ["CacheDataset", "chunk_parts"]
 
 
-def parts_of_batch(pos: np.ndarray, starts: np.ndarray, part_for: Any) -> list[Part]:
-    """Cut a batch's stream positions into one :class:`Part` per segment they fall in.
+def chunk_parts(
+    pos: np.ndarray, sizes: Sequence[int], starts: np.ndarray, part_for: Any
+) -> list[Part]:
+    """Cut a chunk's stream positions into :class:`Part` s, one per run of one segment.
 
+    ``pos`` holds the chunk's batches (``sizes``) back to back.  A batch that spans several
+    segments (tables) is sorted by position first, so each segment's rows of that batch are
+    one contiguous run and are gathered straight into place (no gather-then-scatter); the
+    batch holds the same events, in an order that is still deterministic.
     ``part_for(k, local, index)`` returns the Part of segment ``k`` for its local indices
-    ``local``, taken into batch positions ``index`` (``None``: the whole batch, in order).
+    ``local``, taken into chunk positions ``index`` (``None``: the whole chunk, in order).
     """
-    seg = np.searchsorted(starts, pos, side="right") - 1
-    first, last = int(seg.min()), int(seg.max())
+    first = int(np.searchsorted(starts, pos.min(), side="right")) - 1
+    last = int(np.searchsorted(starts, pos.max(), side="right")) - 1
     if first == last:
         return [part_for(first, pos - starts[first], None)]
+    pos = pos.copy()
+    seg = np.searchsorted(starts, pos, side="right") - 1
+    cuts = [0]
+    a = 0
+    for size in sizes:
+        b = a + int(size)
+        if seg[a] != seg[b - 1] or (seg[a:b] != seg[a]).any():
+            pos[a:b].sort()
+            seg[a:b] = np.searchsorted(starts, pos[a:b], side="right") - 1
+            cuts.extend((np.flatnonzero(np.diff(seg[a:b])) + a + 1).tolist())
+        cuts.append(b)
+        a = b
     parts = []
-    if last - first <= 16:  # the usual case: a few segments under the shuffle window
-        for k in range(first, last + 1):
-            ix = np.flatnonzero(seg == k)
-            if len(ix):
-                parts.append(part_for(k, pos[ix] - starts[k], ix))
-        return parts
-    order = np.argsort(seg, kind="stable")
-    cuts = np.flatnonzero(np.diff(seg[order])) + 1
-    for ix in np.split(order, cuts):
-        k = int(seg[ix[0]])
-        parts.append(part_for(k, pos[ix] - starts[k], ix))
+    for a, b in pairwise(cuts):
+        k = int(seg[a])
+        parts.append(part_for(k, pos[a:b] - starts[k], slice(a, b)))
     return parts
 
 
@@ -69,6 +89,24 @@ def parts_of_batch(pos: np.ndarray, starts: np.ndarray, part_for: Any) -> list[P
 class _Open:
     arrays: dict[str, np.ndarray]
     rows: np.ndarray | None  # ordered split rows of the shard; None: identity
+    shard: int
+
+
+def _assemble(
+    outputs: Sequence[Output],
+    pos: np.ndarray,
+    sizes: list[int],
+    plan: RankPlan,
+    tables: dict[int, _Open],
+) -> Packed:
+    """One chunk from the rank stream positions ``pos`` (runs in a gather thread)."""
+
+    def part_for(k: int, local: np.ndarray, index: slice | None) -> Part:
+        o = tables[k]
+        local += plan.lo[k]
+        return Part(o.arrays, local if o.rows is None else o.rows[local], index, o.shard)
+
+    return gather(outputs, chunk_parts(pos, sizes, plan.start, part_for), sizes)
 
 
 class _BatchDataset(IterableDataset):
@@ -107,6 +145,7 @@ class _BatchDataset(IterableDataset):
         self.epoch = 0
         self.start_batch = 0
         self.chunk_batches = 1  # batches assembled (and handed over) together; set by DataLoader
+        self.gather_threads = 0  # background threads assembling chunks (0: inline); ditto
         return even
 
     def set_epoch(self, epoch: int) -> None:
@@ -246,14 +285,20 @@ class CacheDataset(_BatchDataset):
         plan = self.plan()
         opened: dict[int, _Open] = {}
         chunker = Chunker(chunk, start=self.start_batch, worker=worker, workers=workers)
-        for batches, water in self._chunks(plan, chunker):
-            pos = np.concatenate(batches) if len(batches) > 1 else batches[0]
-            parts = parts_of_batch(
-                pos, plan.start, lambda k, local, ix: self._part(plan, opened, k, local, ix)
-            )
-            yield gather(self.outputs, parts, [len(p) for p in batches])
-            for k in [k for k in opened if plan.start[k + 1] <= water]:
-                del opened[k]  # wholly behind the shuffle window: release the shard
+
+        def jobs() -> Iterator[Callable[[], Packed]]:
+            # here, in order: which shards the chunk touches (opened, prefetched, released);
+            # in the gather threads: positions → shard rows, the gathers
+            for batches, water in self._chunks(plan, chunker):
+                pos = np.concatenate(batches) if len(batches) > 1 else batches[0]
+                k0 = int(np.searchsorted(plan.start, pos.min(), side="right")) - 1
+                k1 = int(np.searchsorted(plan.start, pos.max(), side="right")) - 1
+                tables = {k: self._opened(plan, opened, k) for k in range(k0, k1 + 1)}
+                yield partial(_assemble, self.outputs, pos, [len(b) for b in batches], plan, tables)
+                for k in [k for k in opened if plan.start[k + 1] <= water]:
+                    del opened[k]  # wholly behind the shuffle window: release the shard
+
+        yield from gather_all(jobs(), self.gather_threads)
 
     def _chunks(self, plan: RankPlan, chunker: Chunker) -> Iterator[tuple[list[np.ndarray], int]]:
         """This worker's chunks (batch positions) in order, each with the low water after it:
@@ -272,24 +317,15 @@ class CacheDataset(_BatchDataset):
         if last is not None:
             yield last, plan.num_rows
 
-    def _part(
-        self,
-        plan: RankPlan,
-        opened: dict[int, _Open],
-        k: int,
-        local: np.ndarray,
-        index: np.ndarray | None,
-    ) -> Part:
-        shard = int(plan.shard[k])
+    def _opened(self, plan: RankPlan, opened: dict[int, _Open], k: int) -> _Open:
+        """Segment ``k``'s shard, opened on first use (and the next shards prefetched)."""
         o = opened.get(k)
         if o is None:
-            o = opened[k] = self._open(plan, shard)
+            o = opened[k] = self._open(plan, int(plan.shard[k]))
             ahead = plan.shard[k + 1 : k + 1 + self.prefetch_shards]
             if len(ahead):
                 self.reader.prefetch(int(s) for s in ahead)
-        local = local + plan.lo[k]
-        rows = local if o.rows is None else o.rows[local]
-        return Part(o.arrays, rows, index, shard)
+        return o
 
     def _open(self, plan: RankPlan, shard: int) -> _Open:
         arrays = self.reader.read_shard(shard, self._read)
@@ -311,4 +347,4 @@ class CacheDataset(_BatchDataset):
         perm = plan.row_permutation(shard, expected)
         if perm is not None:
             rows = perm if rows is None else rows[perm]
-        return _Open(arrays, rows)
+        return _Open(arrays, rows, shard)

@@ -87,6 +87,11 @@ class DataLoader:
         chunk_batches: consecutive batches assembled together: one gather per column, one
             handover from a worker, one pin, one device copy (torch's fixed cost per worker
             handover is ~0.1-1 ms); default ``min(8, 8192 // batch_size)``, at least 1.
+        gather_threads: background threads assembling chunks in each loading process (this
+            one with ``num_workers=0``, else every worker); 0 (the default) assembles them in
+            the iterating thread.  The row gathers release the GIL, so threads can overlap
+            them with a training loop that waits on a device; on a 2-core CPU-only machine
+            they gained nothing (the GIL-bound planning dominates), hence off by default.
         **open_options: ``storage_options``, ``schema_fingerprint``, ``local_cache``,
             ``local_cache_bytes``, ``verify`` for :func:`~rntensor.cache.read.open_cache`.
     """
@@ -118,6 +123,7 @@ class DataLoader:
         multiprocessing_context: str | None = None,
         timeout_s: float = 0.0,
         chunk_batches: int | None = None,
+        gather_threads: int | None = None,
         **open_options: Any,
     ) -> None:
         rank, world_size, from_dist = _distributed(rank, world_size)
@@ -138,7 +144,7 @@ class DataLoader:
             dataset, num_workers=num_workers, one_hot=one_hot, ragged=ragged,
             pin_memory=pin_memory, device=device, device_prefetch=device_prefetch,
             prefetch_factor=prefetch_factor, multiprocessing_context=multiprocessing_context,
-            timeout_s=timeout_s, chunk_batches=chunk_batches,
+            timeout_s=timeout_s, chunk_batches=chunk_batches, gather_threads=gather_threads,
         )  # fmt: skip
 
     def _setup(
@@ -155,6 +161,7 @@ class DataLoader:
         multiprocessing_context: str | None,
         timeout_s: float,
         chunk_batches: int | None,
+        gather_threads: int | None = None,
     ) -> None:
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
@@ -197,6 +204,15 @@ class DataLoader:
         ):
             raise ValueError(f"chunk_batches must be an int >= 1, got {chunk_batches!r}")
         self.chunk_batches = chunk_batches
+        if gather_threads is None:
+            gather_threads = 0
+        if (
+            isinstance(gather_threads, bool)
+            or not isinstance(gather_threads, int)
+            or gather_threads < 0
+        ):
+            raise ValueError(f"gather_threads must be an int >= 0, got {gather_threads!r}")
+        self.gather_threads = gather_threads
 
     @classmethod
     def from_root(
@@ -258,6 +274,7 @@ class DataLoader:
             multiprocessing_context=loader_options.pop("multiprocessing_context", None),
             timeout_s=loader_options.pop("timeout_s", 0.0),
             chunk_batches=loader_options.pop("chunk_batches", None),
+            gather_threads=loader_options.pop("gather_threads", None),
         )
         if loader_options:
             raise TypeError(
@@ -373,6 +390,7 @@ class DataLoader:
         self.dataset.set_epoch(self.epoch)
         self.dataset.start_batch = start
         self.dataset.chunk_batches = self.chunk_batches
+        self.dataset.gather_threads = self.gather_threads
         self._yielded = start
         shutdown = None
         if self.num_workers:

@@ -24,7 +24,7 @@ from torch.utils.data import get_worker_info
 
 from rntensor.torch.collate import Item, Packed, Part, WorkerFailure, gather, worker_batches
 from rntensor.torch.columns import resolve_outputs
-from rntensor.torch.dataset import _BatchDataset, parts_of_batch
+from rntensor.torch.dataset import _BatchDataset, chunk_parts
 from rntensor.torch.plan import (
     _BUFFER,
     _ROW_ORDER,
@@ -190,7 +190,7 @@ class StreamDataset(_BatchDataset):
         bounds = [0]
         starts = np.zeros(1, dtype=np.int64)
 
-        def part_for(k: int, local: np.ndarray, index: np.ndarray | None) -> Part:
+        def part_for(k: int, local: np.ndarray, index: slice | None) -> Part:
             table, rows = tables[k]
             return Part(table, local if rows is None else rows[local], index, k)
 
@@ -198,8 +198,8 @@ class StreamDataset(_BatchDataset):
 
         def assemble(batches: list[np.ndarray]) -> Packed:
             pos = np.concatenate(batches) if len(batches) > 1 else batches[0]
-            parts = parts_of_batch(pos, starts, part_for)
-            return gather(self.outputs, parts, [len(p) for p in batches])
+            sizes = [len(p) for p in batches]
+            return gather(self.outputs, chunk_parts(pos, sizes, starts, part_for), sizes)
 
         def emit(batches: Iterator[tuple[int, np.ndarray, int]]) -> Iterator[Packed]:
             for b, pos, low in batches:
