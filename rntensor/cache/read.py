@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -123,10 +122,9 @@ class CacheReader:
         self._checked: set[int] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._pending: dict[int, Future[str]] = {}
-        self._mapped: dict[int, pa.Buffer] = {}  # local shards mapped (and paged in) ahead
 
     def __getstate__(self) -> dict[str, Any]:
-        drop = {"_pid", "_lock", "_checked", "_executor", "_pending", "_mapped"}
+        drop = {"_pid", "_lock", "_checked", "_executor", "_pending"}
         return {k: v for k, v in self.__dict__.items() if k not in drop}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -142,7 +140,6 @@ class CacheReader:
         if ex is not None:
             ex.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
-        self._mapped.clear()
 
     # -- manifest ------------------------------------------------------------------------
     @property
@@ -316,15 +313,6 @@ class CacheReader:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
             finally:
                 os.close(fd)
-        # Map it and fill its page tables here, off the loop's path: touching the pages of
-        # a fresh mapping one fault at a time costs ~15% of a shuffled epoch.
-        with pa.memory_map(path, "r") as source:
-            buffer = source.read_buffer()
-        _populate(buffer)
-        with self._lock:
-            if len(self._mapped) >= 2 * self.prefetch_threads + 2:  # never read: forget
-                self._mapped.pop(next(iter(self._mapped)))
-            self._mapped[i] = buffer
         return path
 
     def read_table(self, i: int, columns: Sequence[str] | None = None) -> pa.Table:
@@ -336,12 +324,8 @@ class CacheReader:
         """
         path = self.local_path(i)
         try:
-            mapped = self._take_mapped(i)
-            if mapped is not None:
-                table = ipc.open_file(mapped).read_all()
-            else:
-                with pa.memory_map(path, "r") as source:
-                    table = ipc.open_file(source).read_all()
+            with pa.memory_map(path, "r") as source:
+                table = ipc.open_file(source).read_all()
             if columns is not None:
                 missing = [c for c in columns if c not in table.column_names]
                 if missing:
@@ -365,20 +349,6 @@ class CacheReader:
                 context=self.shard_context(i),
             )
         return table
-
-    def _take_mapped(self, i: int) -> pa.Buffer | None:
-        """Shard ``i`` as mapped ahead by a prefetch (waiting for one under way), or None."""
-        if self._store is not None or self._pid != os.getpid():
-            return None
-        with self._lock:
-            pending = self._pending.pop(i, None)  # done with: a later prefetch maps it again
-        if pending is not None and not pending.cancelled():
-            try:
-                pending.result()
-            except Exception:  # read again in the foreground, for its error message
-                return None
-        with self._lock:
-            return self._mapped.pop(i, None)
 
     def peek_column(self, i: int, name: str) -> np.ndarray:
         """One fixed-shape column of shard ``i`` without downloading a remote shard whole.
@@ -416,37 +386,6 @@ class CacheReader:
                     context=self.shard_context(i),
                 ) from err
         return out
-
-
-def _populate(buffer: pa.Buffer) -> None:
-    """Fault in the page tables of a mapped buffer now (Linux ``MADV_POPULATE_READ``), with
-    the GIL released; best effort (a no-op elsewhere or on older kernels)."""
-    madvise = _madvise()
-    if madvise is None or buffer.size == 0:
-        return
-    start = buffer.address & ~(_PAGE - 1)
-    madvise(start, buffer.size + (buffer.address - start), _MADV_POPULATE_READ)
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_MADV_POPULATE_READ = 22  # linux/mman.h, Linux 5.14+: EINVAL before, which we ignore
-_MADVISE: list[Any] = []
-
-
-def _madvise() -> Any:
-    if not _MADVISE:
-        fn = None
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                fn = ctypes.CDLL(None, use_errno=True).madvise  # ctypes calls drop the GIL
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-                fn.restype = ctypes.c_int
-            except (OSError, AttributeError):
-                fn = None
-        _MADVISE.append(fn)
-    return _MADVISE[0]
 
 
 def open_cache(
