@@ -89,21 +89,27 @@ def _fresh(path: str) -> str:
     return path
 
 
+def _convert_demo(p: dict[str, Any], out: str, **how: Any) -> Any:
+    """``convert`` of the demo schema over the measurement's files into ``out``; ``how``
+    picks the scheduler (``n_workers=``, ``scheduler=``)."""
+    from rntensor.convert import convert
+    from rntensor.demo import DEMO_SCHEMA
+
+    return convert(DEMO_SCHEMA, p["files"], out, shard_size=p["shard_size"], progress=False, **how)
+
+
 def _child_convert(p: dict[str, Any]) -> dict[str, Any]:
     """The user's command: a default local cluster, started and stopped inside ``convert``."""
     import distributed  # noqa: F401  (imports are outside every clock, the baseline's too)
 
-    from rntensor.convert import convert
-    from rntensor.demo import DEMO_SCHEMA
+    import rntensor.convert
+    import rntensor.demo  # noqa: F401
 
     _warm_read(p["files"], p["fields"])
     out = _fresh(p["out"])
 
     def run() -> Any:
-        return convert(
-            DEMO_SCHEMA, p["files"], out, n_workers=p["workers"], shard_size=p["shard_size"],
-            progress=False,
-        )  # fmt: skip
+        return _convert_demo(p, out, n_workers=p["workers"])
 
     with TreeMemory() as mem:
         s, res = _timed(run)
@@ -133,24 +139,14 @@ def _child_convert_warm(p: dict[str, Any]) -> dict[str, Any]:
     """Conversion on a cluster started (and its workers' imports done) before the clock."""
     import logging
 
-    from rntensor.convert import convert
-    from rntensor.demo import DEMO_SCHEMA
+    import rntensor.demo  # noqa: F401  (imported before the clock)
 
     start, (cluster, client) = _timed(lambda: _start_cluster(p["workers"]))
     try:
         client.run(_warm_worker, p["files"], p["fields"])
         _warm_read(p["files"], p["fields"])
         out = _fresh(p["out"])
-        s, res = _timed(
-            lambda: convert(
-                DEMO_SCHEMA,
-                p["files"],
-                out,
-                scheduler=client,
-                shard_size=p["shard_size"],
-                progress=False,
-            )
-        )
+        s, res = _timed(lambda: _convert_demo(p, out, scheduler=client))
     finally:
         client.close()
         cluster.close()
@@ -209,21 +205,12 @@ def _child_convert_stages(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _child_convert_sync(p: dict[str, Any]) -> dict[str, Any]:
-    from rntensor.convert import convert
-    from rntensor.demo import DEMO_SCHEMA
+    import rntensor.convert
+    import rntensor.demo  # noqa: F401
 
     _warm_read(p["files"], p["fields"])
     out = _fresh(p["out"])
-    s, res = _timed(
-        lambda: convert(
-            DEMO_SCHEMA,
-            p["files"],
-            out,
-            scheduler="synchronous",
-            shard_size=p["shard_size"],
-            progress=False,
-        )
-    )
+    s, res = _timed(lambda: _convert_demo(p, out, scheduler="synchronous"))
     _fresh(out)
     return {"seconds": s, "events": res.num_entries}
 

@@ -69,6 +69,7 @@ class TreeMemory:
         self.peak = dict(self.start)
         self._pids: list[int] = [self._proc.pid]
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._statm = os.path.exists("/proc/self/statm")  # Linux: cheap reads, else psutil
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,7 +81,7 @@ class TreeMemory:
         except psutil.Error:
             self._pids = [self._proc.pid]
 
-    def _statm(self, pid: int) -> tuple[int, int] | None:
+    def _read_statm(self, pid: int) -> tuple[int, int] | None:
         try:
             with open(f"/proc/{pid}/statm", "rb") as f:
                 fields = f.read().split()
@@ -96,7 +97,7 @@ class TreeMemory:
             self._refresh_tree()
         out = {"rss": 0, "pss": 0, "anon": 0}
         for pid in self._pids:
-            got = self._statm(pid) if os.path.exists("/proc/self/statm") else None
+            got = self._read_statm(pid) if self._statm else None
             try:
                 if got is None:
                     m = psutil.Process(pid).memory_info()

@@ -151,6 +151,17 @@ class _BatchDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def iter_packed(self, part: int = 0, parts: int = 1, chunk: int = 1) -> Iterator[Packed]:
+        """The chunks (``chunk`` consecutive batches each) of consumer ``part`` of ``parts``."""
+        raise NotImplementedError
+
+    def iter_numpy(
+        self, part: int = 0, parts: int = 1, chunk: int = 1
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """The numpy batches of consumer ``part`` of ``parts``, see :meth:`iter_packed`."""
+        for packed in self.iter_packed(part, parts, chunk):
+            yield from packed.batches
+
 
 class CacheDataset(_BatchDataset):
     """One rank's batches of a converted cache.  Usually built by :class:`DataLoader`.
@@ -271,13 +282,6 @@ class CacheDataset(_BatchDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         chunks = self.iter_packed(worker, workers, self.chunk_batches)
         return worker_batches(chunks, worker, workers, self.rank, info is not None)
-
-    def iter_numpy(
-        self, worker: int = 0, workers: int = 1, chunk: int = 1
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """The numpy batches of worker ``worker`` of ``workers``, see :meth:`iter_packed`."""
-        for packed in self.iter_packed(worker, workers, chunk):
-            yield from packed.batches
 
     def iter_packed(self, worker: int = 0, workers: int = 1, chunk: int = 1) -> Iterator[Packed]:
         """The batches of worker ``worker`` of ``workers`` from ``start_batch``, assembled in

@@ -25,6 +25,7 @@ from rntensor.cache.read import CacheReader
 from rntensor.torch.collate import WorkerFailure, unpack
 from rntensor.torch.dataset import CacheDataset
 from rntensor.torch.device import DevicePrefetcher, finalize
+from rntensor.torch.plan import check_int
 from rntensor.torch.stream import RootTables, StreamDataset, TableSource
 
 __all__ = ["DataLoader"]
@@ -123,7 +124,7 @@ class DataLoader:
         multiprocessing_context: str | None = None,
         timeout_s: float = 0.0,
         chunk_batches: int | None = None,
-        gather_threads: int | None = None,
+        gather_threads: int = 0,
         **open_options: Any,
     ) -> None:
         rank, world_size, from_dist = _distributed(rank, world_size)
@@ -161,16 +162,13 @@ class DataLoader:
         multiprocessing_context: str | None,
         timeout_s: float,
         chunk_batches: int | None,
-        gather_threads: int | None = None,
+        gather_threads: int = 0,
     ) -> None:
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        num_workers = check_int("num_workers", num_workers, 0)
         if ragged not in ("nested", "offsets"):
             raise ValueError(f"ragged must be 'nested' or 'offsets', got {ragged!r}")
-        if not isinstance(prefetch_factor, int) or prefetch_factor < 1:
-            raise ValueError(f"prefetch_factor must be an int >= 1, got {prefetch_factor!r}")
-        if not isinstance(device_prefetch, int) or device_prefetch < 1:
-            raise ValueError(f"device_prefetch must be an int >= 1, got {device_prefetch!r}")
+        prefetch_factor = check_int("prefetch_factor", prefetch_factor, 1)
+        device_prefetch = check_int("device_prefetch", device_prefetch, 1)
         if timeout_s < 0:
             raise ValueError(f"timeout_s must be >= 0, got {timeout_s!r}")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -197,22 +195,8 @@ class DataLoader:
         self._resume = 0
         if chunk_batches is None:
             chunk_batches = max(1, min(8, 8192 // dataset.batch_size))
-        if (
-            isinstance(chunk_batches, bool)
-            or not isinstance(chunk_batches, int)
-            or chunk_batches < 1
-        ):
-            raise ValueError(f"chunk_batches must be an int >= 1, got {chunk_batches!r}")
-        self.chunk_batches = chunk_batches
-        if gather_threads is None:
-            gather_threads = 0
-        if (
-            isinstance(gather_threads, bool)
-            or not isinstance(gather_threads, int)
-            or gather_threads < 0
-        ):
-            raise ValueError(f"gather_threads must be an int >= 0, got {gather_threads!r}")
-        self.gather_threads = gather_threads
+        self.chunk_batches = check_int("chunk_batches", chunk_batches, 1)
+        self.gather_threads = check_int("gather_threads", gather_threads, 0)
 
     @classmethod
     def from_root(
@@ -274,7 +258,7 @@ class DataLoader:
             multiprocessing_context=loader_options.pop("multiprocessing_context", None),
             timeout_s=loader_options.pop("timeout_s", 0.0),
             chunk_batches=loader_options.pop("chunk_batches", None),
-            gather_threads=loader_options.pop("gather_threads", None),
+            gather_threads=loader_options.pop("gather_threads", 0),
         )
         if loader_options:
             raise TypeError(

@@ -34,6 +34,7 @@ import numpy as np
 __all__ = [
     "SPLITS",
     "check_common",
+    "check_int",
     "num_batches",
     "rank_rows",
     "RankPlan",
@@ -339,6 +340,13 @@ def batch_positions(
     yield from cutter.finish()
 
 
+def check_int(name: str, value: object, low: int) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` unless it is an int >= ``low``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
 def check_common(
     *,
     batch_size: int,
@@ -357,8 +365,7 @@ def check_common(
         ("shuffle_buffer", shuffle_buffer, 0),
         ("world_size", world_size, 1),
     ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        check_int(name, value, low)
     if (
         isinstance(rank, bool)
         or not isinstance(rank, (int, np.integer))

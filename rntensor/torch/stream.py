@@ -171,13 +171,6 @@ class StreamDataset(_BatchDataset):
         chunks = self.iter_packed(part, self.world_size * workers, self.chunk_batches)
         return worker_batches(chunks, worker, workers, self.rank, info is not None)
 
-    def iter_numpy(
-        self, part: int = 0, num_parts: int = 1, chunk: int = 1
-    ) -> Iterator[dict[str, np.ndarray]]:
-        """The numpy batches of consumer ``part`` of ``num_parts``."""
-        for packed in self.iter_packed(part, num_parts, chunk):
-            yield from packed.batches
-
     def iter_packed(self, part: int = 0, num_parts: int = 1, chunk: int = 1) -> Iterator[Packed]:
         """The batches of consumer ``part`` of ``num_parts``, in chunks of ``chunk``."""
         rng = None
