@@ -109,11 +109,9 @@ _CHILDREN = {"uproot": _child_uproot, "convert": _child_convert}
 
 
 def _child_main(name: str, params_json: str) -> None:
-    params = json.loads(params_json)
-    load = os.getloadavg()[0]
-    result = _CHILDREN[name](params)
-    result["load_avg"] = max(load, os.getloadavg()[0])
-    print(_RESULT + json.dumps(result), flush=True)
+    from rntensor.bench.harness import child_main
+
+    child_main(_CHILDREN, name, params_json, marker=_RESULT)
 
 
 def run_child(name: str, params: Mapping[str, Any], *, timeout_s: float = 1800) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from rntensor.bench.convert import (
 )
 from rntensor.bench.data import events_for_bytes, prepare_inputs
 from rntensor.bench.gpu import _child_gpu, bench_gpu
-from rntensor.bench.harness import _RESULT, SECTIONS, SKIPPABLE, _child_memcpy
+from rntensor.bench.harness import SECTIONS, SKIPPABLE, _child_memcpy, child_main
 from rntensor.bench.load import (
     _child_plain_loop,
     _child_rdataloader,
@@ -213,11 +213,7 @@ _CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 
 def _child_main(name: str, params_json: str) -> None:
-    params = json.loads(params_json)
-    load = os.getloadavg()[0]
-    result = _CHILDREN[name](params)
-    result["load_avg"] = max(load, os.getloadavg()[0])
-    print(_RESULT + json.dumps(result), flush=True)
+    child_main(_CHILDREN, name, params_json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

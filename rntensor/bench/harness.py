@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["SECTIONS", "SKIPPABLE", "TreeMemory", "run_child"]
+__all__ = ["SECTIONS", "SKIPPABLE", "TreeMemory", "child_main", "run_child"]
 
 
 _RESULT = "@@rntensor-bench-result@@ "
@@ -150,6 +150,22 @@ class TreeMemory:
 
 
 # -- child processes ------------------------------------------------------------------------
+def child_main(
+    children: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]],
+    name: str,
+    params_json: str,
+    *,
+    marker: str = _RESULT,
+) -> None:
+    """The child side of :func:`run_child`: run ``children[name]`` on the JSON parameters and
+    print its result (with the load average over the run) on one line tagged ``marker``."""
+    params = json.loads(params_json)
+    load = os.getloadavg()[0]
+    result = children[name](params)
+    result["load_avg"] = max(load, os.getloadavg()[0])
+    print(marker + json.dumps(result), flush=True)
+
+
 def run_child(
     name: str,
     params: Mapping[str, Any],
