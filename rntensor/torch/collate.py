@@ -16,10 +16,12 @@ dominated multi-worker loading), pinning pins one block, and the device copy is 
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from itertools import pairwise
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,18 +30,21 @@ from rntensor.errors import RNTensorError
 from rntensor.torch.columns import Output
 
 __all__ = [
+    "Helpers",
     "Item",
     "Layout",
     "Packed",
     "Part",
     "WorkerFailure",
     "gather",
-    "gather_all",
     "unpack",
     "worker_batches",
 ]
 
 _ALIGN = 64
+_MIN_SHARE = 1024  # rows: smaller shares are not worth a thread handover
+_SHARES = 1  # shares per thread and chunk (more measured slower: the gathers are memory-bound)
+T = TypeVar("T")
 
 # (name, numpy dtype string, shape, byte offset) of every array in a batch buffer
 Layout = tuple[tuple[str, str, tuple[int, ...], int], ...]
@@ -102,9 +107,14 @@ def _ragged_counts(name: str, parts: Sequence[Part], n: int) -> tuple[np.ndarray
     return counts, firsts
 
 
-def gather(outputs: Sequence[Output], parts: Sequence[Part], sizes: Sequence[int]) -> Packed:
+def gather(
+    outputs: Sequence[Output],
+    parts: Sequence[Part],
+    sizes: Sequence[int],
+    helpers: Helpers | None = None,
+) -> Packed:
     """Assemble a chunk of batches of ``sizes`` rows (consecutive in ``parts``' batch
-    positions) in one pass; normalization applied."""
+    positions) in one pass; normalization applied.  ``helpers`` share the row gathers."""
     n = int(sum(sizes))
     edges = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     ragged = {o.name: _ragged_counts(o.name, parts, n) for o in outputs if o.kind == "ragged"}
@@ -123,9 +133,6 @@ def gather(outputs: Sequence[Output], parts: Sequence[Part], sizes: Sequence[int
             specs.append((o.name, src.dtype, (n, *src.shape[1:])))
     buffer, arrays = _allocate(specs)
     out = {name: a for name, (a, _) in arrays.items()}
-    # np.take(..., out=) gathers straight into the buffer only with mode="clip" (or "wrap"):
-    # with the default "raise" numpy gathers into a temporary and copies it over, at twice
-    # the cost.  Rows are computed from the plan and always in range.
     firsts: dict[str, np.ndarray] = {}
     for o in outputs:
         if o.kind == "ragged":
@@ -133,48 +140,86 @@ def gather(outputs: Sequence[Output], parts: Sequence[Part], sizes: Sequence[int
         elif o.kind == "shard":
             for p in parts:
                 out[o.name][slice(None) if p.index is None else p.index] = p.table
-        else:
-            dst = out[o.name]
-            for p in parts:
-                if p.index is None:
-                    np.take(p.arrays[o.name], p.rows, axis=0, out=dst, mode="clip")
-                elif isinstance(p.index, slice):
-                    np.take(p.arrays[o.name], p.rows, axis=0, out=dst[p.index], mode="clip")
-                else:
-                    dst[p.index] = np.take(p.arrays[o.name], p.rows, axis=0)
+    fixed = [o for o in outputs if o.kind not in ("ragged", "shard")]
+    scatter = any(p.index is not None and not isinstance(p.index, slice) for p in parts)
+    if helpers is None or scatter or n < 2 * _MIN_SHARE:
+        _fill_fixed(fixed, parts, out, 0, n)
+    else:  # rows cut in shares: the calling thread fills the first, helpers the others
+        k = min(_SHARES * (helpers.threads + 1), n // _MIN_SHARE)
+        cuts = [n * i // k for i in range(k + 1)]
+        helpers.share([partial(_fill_fixed, fixed, parts, out, a, b) for a, b in pairwise(cuts)])
     for o in outputs:
-        if o.mean is not None and o.inv_std is not None:
-            mask = out[o.mask] if o.mask else None
-            _normalize(out[o.name], o.mean, o.inv_std, mask, o.shape[-1], o.pad_value)
+        if o.kind == "ragged" and o.mean is not None and o.inv_std is not None:
+            _normalize(out[o.name], o.mean, o.inv_std, None, o.shape[-1], o.pad_value)
     return _split(outputs, arrays, firsts, edges, buffer)
 
 
-def gather_all(jobs: Iterable[Callable[[], Packed]], threads: int) -> Iterator[Packed]:
-    """The results of ``jobs`` (chunk assemblies, see :func:`gather`), in order.
+def _fill_fixed(
+    outputs: Sequence[Output],
+    parts: Sequence[Part],
+    out: dict[str, np.ndarray],
+    a: int,
+    b: int,
+) -> None:
+    """Gather chunk positions ``[a, b)`` of the fixed-size ``outputs``, then normalize them.
 
-    With ``threads >= 1`` the jobs run in a pool of that many threads, up to ``2 * threads``
-    ahead of the consumer: ``np.take`` releases the GIL, so consecutive chunks are assembled
-    on several cores while this thread plans the next ones (``jobs`` is consumed here, in
-    order).  Closing the iterator early cancels what has not started and waits for the rest:
-    no thread outlives it.
+    ``np.take(..., out=)`` gathers straight into the buffer only with ``mode="clip"`` (or
+    ``"wrap"``): with the default ``"raise"`` numpy gathers into a temporary and copies it
+    over, at twice the cost.  Rows come from the plan and are always in range.
     """
-    if threads <= 0:
-        for job in jobs:
-            yield job()
-        return
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="rntensor-gather")
-    pending: deque[Future[Packed]] = deque()
-    try:
-        for job in jobs:
-            pending.append(pool.submit(job))
-            if len(pending) >= 2 * threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for f in pending:
-            f.cancel()
-        pool.shutdown(wait=True)
+    for o in outputs:
+        dst = out[o.name]
+        for p in parts:
+            src = p.arrays[o.name]
+            if p.index is None:
+                np.take(src, p.rows[a:b], axis=0, out=dst[a:b], mode="clip")
+            elif isinstance(p.index, slice):
+                lo, hi = max(a, p.index.start), min(b, p.index.stop)
+                if hi > lo:
+                    rows = p.rows[lo - p.index.start : hi - p.index.start]
+                    np.take(src, rows, axis=0, out=dst[lo:hi], mode="clip")
+            else:  # scattered positions (never shared out: see gather)
+                dst[p.index] = np.take(src, p.rows, axis=0)
+    for o in outputs:
+        if o.mean is not None and o.inv_std is not None:
+            mask = out[o.mask][a:b] if o.mask else None
+            _normalize(out[o.name][a:b], o.mean, o.inv_std, mask, o.shape[-1], o.pad_value)
+
+
+class Helpers:
+    """Threads that share a chunk's row gathers with the thread assembling it.
+
+    ``np.take`` releases the GIL, so the shares of one chunk run on several cores at once.
+    A share no helper has started when the calling thread is done with its own is taken back
+    and done there (work stealing), so a busy helper never delays a chunk.  Also runs
+    :meth:`ahead` jobs: planning for later chunks.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="rntensor-gather")
+
+    def share(self, jobs: Sequence[Callable[[], None]]) -> None:
+        """Run ``jobs``: the first here, the others in the helpers unless taken back (from
+        the last: the helpers take them from the front)."""
+        futures = [self._pool.submit(job) for job in jobs[1:]]
+        try:
+            jobs[0]()
+        finally:
+            started = []
+            for f, job in zip(reversed(futures), reversed(jobs[1:]), strict=True):
+                if f.cancel():
+                    job()
+                else:
+                    started.append(f)
+            for f in started:
+                f.result()
+
+    def ahead(self, job: Callable[[], T]) -> Future[T]:
+        return self._pool.submit(job)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _split(

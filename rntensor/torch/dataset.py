@@ -12,7 +12,7 @@ and other workers' batches cost index arithmetic only: their shards are never de
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
@@ -24,23 +24,22 @@ from torch.utils.data import IterableDataset, get_worker_info
 from rntensor.cache.read import CacheReader, open_cache
 from rntensor.errors import CacheError
 from rntensor.torch.collate import (
+    Helpers,
     Item,
     Packed,
     Part,
     WorkerFailure,
     gather,
-    gather_all,
     worker_batches,
 )
-from rntensor.torch.columns import Output, resolve_outputs
+from rntensor.torch.columns import resolve_outputs
 from rntensor.torch.plan import (
     _BUFFER,
-    Chunker,
     EvenSplit,
     RankPlan,
-    batch_positions,
     canonical_order,
     check_common,
+    chunk_pieces,
     epoch_rng,
     num_batches,
     rank_rows,
@@ -92,21 +91,55 @@ class _Open:
     shard: int
 
 
-def _assemble(
-    outputs: Sequence[Output],
+@dataclass
+class _Piece:
+    """Planned chunks: the segment and shard row of each position (see ``Pieces``)."""
+
+    seg: np.ndarray
+    rows: np.ndarray
+    chunks: list[tuple[int, int, list[int]]]
+    tables: dict[int, _Open]
+
+    def parts(self, a: int, b: int) -> list[Part]:
+        """The chunk ``[a, b)``, one Part per run of one segment."""
+        seg, rows = self.seg[a:b], self.rows[a:b]
+        if seg[0] == seg[-1] and len(self.tables) == 1:
+            o = self.tables[int(seg[0])]
+            return [Part(o.arrays, rows, None, o.shard)]
+        cuts = [0, *(np.flatnonzero(seg[1:] != seg[:-1]) + 1).tolist(), b - a]
+        if len(cuts) == 2:
+            o = self.tables[int(seg[0])]
+            return [Part(o.arrays, rows, None, o.shard)]
+        parts = []
+        for x, y in pairwise(cuts):
+            o = self.tables[int(seg[x])]
+            parts.append(Part(o.arrays, rows[x:y], slice(x, y), o.shard))
+        return parts
+
+
+def _group_spanning(
     pos: np.ndarray,
-    sizes: list[int],
-    plan: RankPlan,
-    tables: dict[int, _Open],
-) -> Packed:
-    """One chunk from the rank stream positions ``pos`` (runs in a gather thread)."""
-
-    def part_for(k: int, local: np.ndarray, index: slice | None) -> Part:
-        o = tables[k]
-        local += plan.lo[k]
-        return Part(o.arrays, local if o.rows is None else o.rows[local], index, o.shard)
-
-    return gather(outputs, chunk_parts(pos, sizes, plan.start, part_for), sizes)
+    seg: np.ndarray,
+    rows: np.ndarray,
+    chunks: Sequence[tuple[int, int, list[int]]],
+    batch_size: int,
+) -> None:
+    """Sort each batch that spans several segments by position, in place: its rows of each
+    segment become one run, gathered straight into place (same events, deterministic order)."""
+    changes = np.flatnonzero(seg[1:] != seg[:-1]) + 1
+    if not len(changes):
+        return
+    firsts = [np.arange(a, b, batch_size) for a, b, _ in chunks]
+    starts = np.concatenate(firsts)
+    ends = np.concatenate(
+        [np.minimum(f + batch_size, b) for f, (_, b, _) in zip(firsts, chunks, strict=True)]
+    )
+    inside = np.searchsorted(starts, changes, side="right") - 1
+    inside = inside[changes != starts[inside]]
+    for j in np.unique(inside).tolist():
+        x, y = int(starts[j]), int(ends[j])
+        order = np.argsort(pos[x:y], kind="stable")
+        pos[x:y], seg[x:y], rows[x:y] = pos[x:y][order], seg[x:y][order], rows[x:y][order]
 
 
 class _BatchDataset(IterableDataset):
@@ -285,41 +318,56 @@ class CacheDataset(_BatchDataset):
 
     def iter_packed(self, worker: int = 0, workers: int = 1, chunk: int = 1) -> Iterator[Packed]:
         """The batches of worker ``worker`` of ``workers`` from ``start_batch``, assembled in
-        chunks of ``chunk`` consecutive batches; chunks go to the workers round-robin."""
-        plan = self.plan()
-        opened: dict[int, _Open] = {}
-        chunker = Chunker(chunk, start=self.start_batch, worker=worker, workers=workers)
+        chunks of ``chunk`` consecutive batches; chunks go to the workers round-robin.
 
-        def jobs() -> Iterator[Callable[[], Packed]]:
-            # here, in order: which shards the chunk touches (opened, prefetched, released);
-            # in the gather threads: positions → shard rows, the gathers
-            for batches, water in self._chunks(plan, chunker):
-                pos = np.concatenate(batches) if len(batches) > 1 else batches[0]
-                k0 = int(np.searchsorted(plan.start, pos.min(), side="right")) - 1
-                k1 = int(np.searchsorted(plan.start, pos.max(), side="right")) - 1
-                tables = {k: self._opened(plan, opened, k) for k in range(k0, k1 + 1)}
-                yield partial(_assemble, self.outputs, pos, [len(b) for b in batches], plan, tables)
-                for k in [k for k in opened if plan.start[k + 1] <= water]:
-                    del opened[k]  # wholly behind the shuffle window: release the shard
+        With ``gather_threads``, helper threads plan the next piece of the epoch (positions →
+        shard rows, shards opened) while this thread assembles the current one, and share each
+        chunk's row gathers.
+        """
+        pieces = self._pieces(self.plan(), worker, workers, chunk)
+        helpers = Helpers(self.gather_threads) if self.gather_threads > 0 else None
+        try:
+            ahead = helpers.ahead(partial(next, pieces, None)) if helpers else None
+            while True:
+                piece = ahead.result() if ahead is not None else next(pieces, None)
+                if piece is None:
+                    return
+                if helpers is not None:
+                    ahead = helpers.ahead(partial(next, pieces, None))
+                for a, b, sizes in piece.chunks:
+                    yield gather(self.outputs, piece.parts(a, b), sizes, helpers)
+        finally:
+            if helpers is not None:
+                helpers.close()
+            pieces.close()
 
-        yield from gather_all(jobs(), self.gather_threads)
-
-    def _chunks(self, plan: RankPlan, chunker: Chunker) -> Iterator[tuple[list[np.ndarray], int]]:
-        """This worker's chunks (batch positions) in order, each with the low water after it:
-        no later chunk reads below it.  Index arithmetic only."""
+    def _pieces(
+        self, plan: RankPlan, worker: int, workers: int, chunk: int
+    ) -> Generator[_Piece, None, None]:
+        """The epoch's chunks, a piece at a time, mapped to shard rows (index arithmetic,
+        shards opened and released; no row data touched)."""
         rng = None
         if self.shuffle_buffer > 0:
             rng = epoch_rng(self.seed, self.epoch, _BUFFER, self.rank, self.world_size)
-        for b, pos, low in batch_positions(
-            plan.num_rows, self.batch_size, drop_last=self.drop_last,
-            buffer=self.shuffle_buffer, rng=rng,
+        opened: dict[int, _Open] = {}
+        for pc in chunk_pieces(
+            plan.num_rows, self.batch_size, drop_last=self.drop_last, buffer=self.shuffle_buffer,
+            rng=rng, chunk=chunk, start=self.start_batch, worker=worker, workers=workers,
         ):  # fmt: skip
-            done = chunker.add(b, pos)
-            if done is not None:
-                yield done, chunker.low(low)
-        last = chunker.finish()
-        if last is not None:
-            yield last, plan.num_rows
+            pos = pc.pos
+            seg = np.searchsorted(plan.start, pos, side="right") - 1
+            touched = np.flatnonzero(np.bincount(seg)) if len(seg) else seg
+            tables = {int(k): self._opened(plan, opened, int(k)) for k in touched}
+            rows = np.empty_like(pos)
+            for k, o in tables.items():
+                at = slice(None) if len(tables) == 1 else seg == k
+                local = pos[at] - (plan.start[k] - plan.lo[k])
+                rows[at] = local if o.rows is None else o.rows[local]
+            if len(tables) > 1:
+                _group_spanning(pos, seg, rows, pc.chunks, self.batch_size)
+            yield _Piece(seg, rows, pc.chunks, tables)
+            for k in [k for k in opened if plan.start[k + 1] <= pc.water]:
+                del opened[k]  # wholly behind the shuffle window: release the shard
 
     def _opened(self, plan: RankPlan, opened: dict[int, _Open], k: int) -> _Open:
         """Segment ``k``'s shard, opened on first use (and the next shards prefetched)."""

@@ -88,11 +88,12 @@ class DataLoader:
         chunk_batches: consecutive batches assembled together: one gather per column, one
             handover from a worker, one pin, one device copy (torch's fixed cost per worker
             handover is ~0.1-1 ms); default ``min(8, 8192 // batch_size)``, at least 1.
-        gather_threads: background threads assembling chunks in each loading process (this
-            one with ``num_workers=0``, else every worker); 0 (the default) assembles them in
-            the iterating thread.  The row gathers release the GIL, so threads can overlap
-            them with a training loop that waits on a device; on a 2-core CPU-only machine
-            they gained nothing (the GIL-bound planning dominates), hence off by default.
+        gather_threads: helper threads of each loading process (this one with
+            ``num_workers=0``, else every worker) that plan the next stretch of the epoch
+            (positions to shard rows, shards opened) and share each chunk's row gathers with
+            the assembling thread (the gathers release the GIL).  Default (``None``): 1 with
+            ``num_workers=0`` on a machine with more than one CPU, else 0 (workers are
+            processes already).  0: everything in the assembling thread.
         **open_options: ``storage_options``, ``schema_fingerprint``, ``local_cache``,
             ``local_cache_bytes``, ``verify`` for :func:`~rntensor.cache.read.open_cache`.
     """
@@ -124,7 +125,7 @@ class DataLoader:
         multiprocessing_context: str | None = None,
         timeout_s: float = 0.0,
         chunk_batches: int | None = None,
-        gather_threads: int = 0,
+        gather_threads: int | None = None,
         **open_options: Any,
     ) -> None:
         rank, world_size, from_dist = _distributed(rank, world_size)
@@ -162,7 +163,7 @@ class DataLoader:
         multiprocessing_context: str | None,
         timeout_s: float,
         chunk_batches: int | None,
-        gather_threads: int = 0,
+        gather_threads: int | None = None,
     ) -> None:
         num_workers = check_int("num_workers", num_workers, 0)
         if ragged not in ("nested", "offsets"):
@@ -196,6 +197,8 @@ class DataLoader:
         if chunk_batches is None:
             chunk_batches = max(1, min(8, 8192 // dataset.batch_size))
         self.chunk_batches = check_int("chunk_batches", chunk_batches, 1)
+        if gather_threads is None:
+            gather_threads = 1 if num_workers == 0 and (os.cpu_count() or 1) > 1 else 0
         self.gather_threads = check_int("gather_threads", gather_threads, 0)
 
     @classmethod
@@ -258,7 +261,7 @@ class DataLoader:
             multiprocessing_context=loader_options.pop("multiprocessing_context", None),
             timeout_s=loader_options.pop("timeout_s", 0.0),
             chunk_batches=loader_options.pop("chunk_batches", None),
-            gather_threads=loader_options.pop("gather_threads", 0),
+            gather_threads=loader_options.pop("gather_threads", None),
         )
         if loader_options:
             raise TypeError(

@@ -14,10 +14,11 @@ The order of one epoch is defined for a rank, independently of the DataLoader wo
    ``even_split="drop"`` gives every rank ``N // W`` rows (the last ``N % W`` rows of the
    permuted stream are skipped this epoch); ``"repeat"`` gives every rank ``ceil(N / W)`` rows,
    wrapping around to the start of the stream (a few rows are seen twice).
-4. **Shuffle buffer.** The rank stream position ``i`` gets the key ``i + floor(buffer * u_i)``
-   with ``u_i`` the ``i``-th double of a (seed, epoch, rank) generator, and events are emitted in
-   key order, ties by position (a streaming "jitter sort"): an event moves less than ``buffer``
-   places, so only the shards under a window of ``buffer`` events are ever open.
+4. **Shuffle buffer.** Block ``k`` of ``g`` rank stream positions (``g = min(64, buffer //
+   1024)``, at least 1) gets the key ``k + floor(buffer / g * u_k)`` with ``u_k`` the ``k``-th
+   double of a (seed, epoch, rank) generator, and blocks are emitted in key order, ties by
+   index (a streaming "jitter sort", see :class:`WindowShuffle`): an event moves less than
+   ``buffer`` places, so only the shards under a window of ``buffer`` events are ever open.
 5. **Batches.** Batch ``b`` is positions ``[b B, (b+1) B)`` of that order.  Workers take batches
    round-robin; the order never depends on the number of workers.
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +42,8 @@ __all__ = [
     "RankPlan",
     "BatchCutter",
     "Chunker",
+    "Pieces",
+    "chunk_pieces",
     "WindowShuffle",
     "batch_positions",
     "canonical_order",
@@ -192,56 +196,92 @@ class RankPlan:
 
 
 class WindowShuffle:
-    """Streaming jitter sort: position ``i`` gets key ``i + floor(buffer * u_i)``, ties broken
-    by ``i``; positions are emitted in key order.
+    """Streaming jitter sort, by blocks: block ``k`` (stream positions ``[k g, (k+1) g)``)
+    gets the key ``k + floor((buffer / g) * u_k)``, ties broken by ``k``; blocks are emitted in
+    key order, the positions of a block in order.
 
-    Keys are packed into one int64, ``(i + j) << b | (i mod 2**b)`` with ``2**b >= buffer``,
-    which is unique, so a plain (fast, unstable) sort gives a platform-independent order and
-    ``i`` is decoded from the sorted key without an ``argsort``.
+    ``g`` is ``min(64, buffer // 1024)`` (at least 1) unless given: a large buffer moves
+    blocks, which costs 1/g of the sort and random draws of moving every position, and loses
+    nothing where the stream's rows are in random order already (every shard's rows are
+    permuted per epoch): a batch still draws from the whole window.  Buffers below 2048 move
+    single positions.
+
+    Keys are packed into one int64, ``(k + j) << b | (k mod 2**b)`` with ``2**b >= buffer /
+    g``, which is unique, so a plain (fast, unstable) sort gives a platform-independent order
+    and ``k`` is decoded from the sorted key without an ``argsort``.
 
     Args:
         buffer: how far (in events) an event may move; 0 keeps the order.
-        rng: the source of the ``u_i`` (doubles consumed in position order, so the output does
+        rng: the source of the ``u_k`` (doubles consumed in block order, so the output does
             not depend on how positions are pushed).
+        block: ``g``; default as above.
     """
 
-    def __init__(self, buffer: int, rng: np.random.Generator | None) -> None:
+    def __init__(
+        self, buffer: int, rng: np.random.Generator | None, block: int | None = None
+    ) -> None:
         self.buffer = buffer if rng is not None else 0
         self.rng = rng
+        self.block = max(1, min(64, self.buffer // 1024)) if block is None else int(block)
         self.pushed = 0
-        self._bits = max(1, int(self.buffer).bit_length())
+        self._span = self.buffer // self.block  # how far a block may move, in blocks
+        self._keyed = 0  # blocks given a key
+        self._bits = max(1, int(self._span).bit_length())
         self._keys = np.empty(0, dtype=np.int64)  # the pool: packed keys not yet emitted
 
     @property
     def low_water(self) -> int:
         """The smallest position not yet emitted."""
-        return int(self._decode(self._keys).min()) if len(self._keys) else self.pushed
+        if self.buffer <= 0:
+            return self.pushed
+        if len(self._keys):
+            return int(self._decode(self._keys).min()) * self.block
+        return self._keyed * self.block
 
     def _decode(self, keys: np.ndarray) -> np.ndarray:
         low = np.int64((1 << self._bits) - 1)
         v = keys >> np.int64(self._bits)
         return v - ((v - (keys & low)) & low)
 
+    def _key(self, stop: int) -> np.ndarray:
+        """Keys for blocks ``[keyed, stop)``, added to the pool."""
+        k = np.arange(self._keyed, stop, dtype=np.int64)
+        self._keyed = stop
+        assert self.rng is not None
+        jitter = (self.rng.random(len(k)) * self._span).astype(np.int64)
+        low = np.int64((1 << self._bits) - 1)
+        keys = ((k + jitter) << np.int64(self._bits)) | (k & low)
+        return np.concatenate([self._keys, keys]) if len(self._keys) else keys
+
+    def _positions(self, keys: np.ndarray) -> np.ndarray:
+        blocks = self._decode(np.sort(keys))
+        g = self.block
+        if g == 1:
+            return blocks
+        pos = (blocks[:, None] * g + np.arange(g, dtype=np.int64)).ravel()
+        return pos[pos < self.pushed] if self.pushed % g else pos  # a last, partial block
+
     def push(self, count: int) -> np.ndarray:
         """Add the next ``count`` positions; return the positions now final, in order."""
-        pos = np.arange(self.pushed, self.pushed + count, dtype=np.int64)
-        self.pushed += count
         if self.buffer <= 0 or self.rng is None:
+            pos = np.arange(self.pushed, self.pushed + count, dtype=np.int64)
+            self.pushed += count
             return pos
-        jitter = (self.rng.random(count) * self.buffer).astype(np.int64)
-        low = np.int64((1 << self._bits) - 1)
-        keys = ((pos + jitter) << np.int64(self._bits)) | (pos & low)
-        keys = np.concatenate([self._keys, keys]) if len(self._keys) else keys
-        ready = keys < (self.pushed << self._bits)  # every later key is at least this
-        out = np.sort(keys[ready])
+        self.pushed += count
+        done = self.pushed // self.block  # complete blocks
+        keys = self._key(done) if done > self._keyed else self._keys
+        ready = keys < (done << self._bits)  # every later key is at least this
         self._keys = keys[~ready]
-        return self._decode(out)
+        return self._positions(keys[ready])
 
     def flush(self) -> np.ndarray:
-        """Emit whatever is left, in order."""
-        out = self._decode(np.sort(self._keys))
-        self._keys = self._keys[:0]
-        return out
+        """Emit whatever is left (a last, partial block too), in order."""
+        if self.buffer <= 0 or self.rng is None:
+            return np.empty(0, dtype=np.int64)
+        end = -(-self.pushed // self.block)
+        keys = self._key(end) if end > self._keyed else self._keys
+        self._keys = keys[:0]
+        return self._positions(keys)
 
 
 class BatchCutter:
@@ -322,6 +362,87 @@ class Chunker:
 
     def low(self, water: int) -> int:
         return min(water, self._low) if self._pending else water
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """A stretch of an epoch's chunks (see :func:`chunk_pieces`).
+
+    ``pos[a:b]`` are the stream positions of chunk ``(a, b, sizes)`` of ``chunks``, its
+    batches (of ``sizes``) back to back; every later piece holds positions ``>= water`` only.
+    """
+
+    pos: np.ndarray
+    chunks: list[tuple[int, int, list[int]]]
+    water: int
+
+
+def chunk_pieces(
+    num_rows: int,
+    batch_size: int,
+    *,
+    drop_last: bool,
+    buffer: int,
+    rng: np.random.Generator | None,
+    chunk: int,
+    start: int = 0,
+    worker: int = 0,
+    workers: int = 1,
+    piece: int = 1 << 18,
+    first_piece: int = 1 << 16,
+) -> Iterator[Pieces]:
+    """The chunks of ``worker`` of ``workers`` (chunk ``c``, counted from batch ``start``,
+    is worker ``c % workers``'s), a piece of the stream at a time: the order of
+    :class:`BatchCutter` and :class:`Chunker`, computed with a few array operations per
+    ``piece`` stream positions instead of per batch.  The first piece is smaller
+    (``first_piece``), so that the first batch comes sooner.
+    """
+    bs = batch_size
+    total = min(num_rows, num_batches(num_rows, bs, drop_last) * bs)  # positions emitted
+    rows = chunk * bs
+    skip = start * bs  # emissions before the resume point: index arithmetic only
+    shuffle = WindowShuffle(buffer if rng is not None else 0, rng)
+    carry = np.empty(0, dtype=np.int64)
+    done = 0  # emission index of carry[0]
+    pushed, step = 0, first_piece
+    while pushed < num_rows:
+        n = min(step, num_rows - pushed)
+        step = piece
+        fresh = shuffle.push(n)
+        pushed += n
+        final = pushed == num_rows
+        if final:
+            fresh = np.concatenate([fresh, shuffle.flush()])
+        emitted = np.concatenate([carry, fresh]) if len(carry) else fresh
+        if done < skip:
+            drop = min(skip - done, len(emitted))
+            emitted, done = emitted[drop:], done + drop
+        end = min(done + len(emitted), total) if final else done + len(emitted)
+        count = (end - done) // rows
+        if final and (end - done) % rows:
+            count += 1
+        cut = min(count * rows, end - done)
+        first = (done - skip) // rows  # the chunk index of emitted[0]
+        chunks, keep = [], []
+        for c in range(first, first + count):
+            if c % workers != worker:
+                continue
+            a, b = (c - first) * rows, min((c - first + 1) * rows, end - done)
+            keep.append((a, b))
+            chunks.append([min(bs, b - x) for x in range(a, b, bs)])
+        if workers == 1:
+            pos = emitted[:cut]
+            spans = keep
+        else:
+            pos = np.concatenate([emitted[a:b] for a, b in keep]) if keep else emitted[:0]
+            edges = np.cumsum([0] + [b - a for a, b in keep]).tolist()
+            spans = list(pairwise(edges))
+        carry = emitted[cut:] if not final else emitted[:0]
+        water = shuffle.low_water
+        if len(carry):
+            water = min(water, int(carry.min()))
+        done += cut
+        yield Pieces(pos, [(a, b, s) for (a, b), s in zip(spans, chunks, strict=True)], water)
 
 
 def batch_positions(

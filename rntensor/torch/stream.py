@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 from torch.utils.data import get_worker_info
 
-from rntensor.torch.collate import Item, Packed, Part, WorkerFailure, gather, worker_batches
+from rntensor.torch.collate import (
+    Helpers,
+    Item,
+    Packed,
+    Part,
+    WorkerFailure,
+    gather,
+    worker_batches,
+)
 from rntensor.torch.columns import resolve_outputs
 from rntensor.torch.dataset import _BatchDataset, chunk_parts
 from rntensor.torch.plan import (
@@ -173,6 +181,16 @@ class StreamDataset(_BatchDataset):
 
     def iter_packed(self, part: int = 0, num_parts: int = 1, chunk: int = 1) -> Iterator[Packed]:
         """The batches of consumer ``part`` of ``num_parts``, in chunks of ``chunk``."""
+        helpers = Helpers(self.gather_threads) if self.gather_threads > 0 else None
+        try:
+            yield from self._packed(part, num_parts, chunk, helpers)
+        finally:
+            if helpers is not None:
+                helpers.close()
+
+    def _packed(
+        self, part: int, num_parts: int, chunk: int, helpers: Helpers | None
+    ) -> Iterator[Packed]:
         rng = None
         if self.shuffle_buffer > 0:
             rng = epoch_rng(self.seed, self.epoch, _BUFFER, part, num_parts)
@@ -192,7 +210,8 @@ class StreamDataset(_BatchDataset):
         def assemble(batches: list[np.ndarray]) -> Packed:
             pos = np.concatenate(batches) if len(batches) > 1 else batches[0]
             sizes = [len(p) for p in batches]
-            return gather(self.outputs, chunk_parts(pos, sizes, starts, part_for), sizes)
+            parts = chunk_parts(pos, sizes, starts, part_for)
+            return gather(self.outputs, parts, sizes, helpers)
 
         def emit(batches: Iterator[tuple[int, np.ndarray, int]]) -> Iterator[Packed]:
             for b, pos, low in batches:
