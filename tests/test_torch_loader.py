@@ -540,3 +540,20 @@ def test_state_refused_for_another_cache(cache, tmp_path):
         DataLoader(tmp_path, batch_size=16).load_state_dict(state)
     with pytest.raises(ValueError, match="fractions"):
         DataLoader(path, batch_size=16, fractions=(0.7, 0.2, 0.1)).load_state_dict(state)
+
+
+def test_batches_kept_by_the_consumer_are_never_reused(cache):
+    """Chunk buffers are reused once their batches are gone, never while one is referenced
+    (a tensor, a numpy view of it, a slice)."""
+    path, _ = cache
+    ld = DataLoader(path, batch_size=16, shuffle=True, seed=3, chunk_batches=2, keep=True)
+    kept, copies = {}, {}
+    for i, b in enumerate(ld):
+        if i % 3 == 0:
+            kept[i] = {"t": b["_entry"], "np": b["jets"].numpy(), "slice": b["scalars"][1:]}
+            copies[i] = {k: v.numpy().copy() if hasattr(v, "numpy") else v.copy()
+                         for k, v in kept[i].items()}  # fmt: skip
+    assert len(kept) > 5
+    for i, refs in kept.items():
+        for k, v in refs.items():
+            np.testing.assert_array_equal(np.asarray(v), copies[i][k])

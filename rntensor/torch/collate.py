@@ -16,6 +16,8 @@ dominated multi-worker loading), pinning pins one block, and the device copy is 
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -72,6 +74,40 @@ class Packed:
 Spec = tuple[str, np.dtype, tuple[int, ...]]
 
 
+class _BufferPool:
+    """Chunk buffers of this thread, reused once nothing refers to them any more.
+
+    A fresh multi-megabyte ``np.empty`` is a fresh ``mmap`` to glibc: its pages fault in on
+    the first write, ~10k page faults per million events.  A buffer whose batches (numpy
+    views, tensors made from them) are all gone is only referenced from here, which its
+    reference count tells; one still in use is never handed out again.
+    """
+
+    def __init__(self, keep: int = 6) -> None:
+        self.keep = keep
+        self._local = threading.local()
+
+    def get(self, nbytes: int) -> np.ndarray:
+        pool: list[np.ndarray] | None = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = []
+        for i in range(len(pool)):
+            buf = pool[i]
+            # referenced by the list, ``buf`` and getrefcount's argument only: free
+            if nbytes <= buf.nbytes <= 2 * nbytes and sys.getrefcount(buf) == _FREE_REFS:
+                pool.append(pool.pop(i))  # most recently used last
+                return buf[:nbytes]
+        buf = np.empty(nbytes, dtype=np.uint8)
+        pool.append(buf)
+        if len(pool) > self.keep:
+            del pool[0]
+        return buf[:nbytes]  # always a view: what refers to it holds a reference to ``buf``
+
+
+_FREE_REFS = 3
+_buffers = _BufferPool()
+
+
 def _allocate(specs: list[Spec]) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, int]]]:
     """One buffer holding every array of ``specs``: ``{name: (view, byte offset)}``."""
     offsets = []
@@ -79,7 +115,7 @@ def _allocate(specs: list[Spec]) -> tuple[np.ndarray, dict[str, tuple[np.ndarray
     for _, dtype, shape in specs:
         offsets.append(total)
         total += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
-    buffer = np.empty(total, dtype=np.uint8)
+    buffer = _buffers.get(total)
     arrays = {}
     for (name, dtype, shape), off in zip(specs, offsets, strict=True):
         nbytes = math.prod(shape) * dtype.itemsize
