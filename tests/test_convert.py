@@ -376,17 +376,23 @@ def test_plan_aligns_to_clusters(root_file):
     assert "Jet_pt" in resolved.input_fields
 
 
-def test_interrupted_run_resumes(small_dataset, tmp_path):
+def test_interrupted_run_resumes(tmp_path):
     """Kill a conversion after its first shard; the next run reuses what was finished."""
     import signal
     import subprocess
     import sys
     import time
 
+    from rntensor.datagen import generate_dataset
+
+    # 120 tasks: enough that the run is still going when the signal lands (3,000 events
+    # sometimes finished between the first shard and the signal)
+    folder = tmp_path / "in"
+    generate_dataset(folder, n_events=30_000, n_files=3, seed=7, cluster_entries=250)
     out = tmp_path / "c"
     schema = tmp_path / "s.json"
     schema.write_text(json.dumps(SCHEMA))
-    cmd = [sys.executable, "-m", "rntensor.cli", "convert", str(schema), small_dataset.folder, "-o", str(out),
+    cmd = [sys.executable, "-m", "rntensor.cli", "convert", str(schema), str(folder), "-o", str(out),
            "--scheduler", "synchronous", "--shard-size", "20 kB", "-q"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -404,13 +410,9 @@ def test_interrupted_run_resumes(small_dataset, tmp_path):
     assert not (out / "manifest.json").exists()
     done = [n for n in os.listdir(out / "shards") if n.endswith(".json")]
     res = convert(
-        SCHEMA,
-        [small_dataset.folder],
-        str(out),
-        scheduler="synchronous",
-        shard_size="20 kB",
+        SCHEMA, [str(folder)], str(out), scheduler="synchronous", shard_size="20 kB",
         progress=False,
-    )
+    )  # fmt: skip
     assert res.shards_reused >= len(done) >= 1
     assert res.shards_reused + res.shards_written == res.shards_total
     assert not [n for n in os.listdir(out / "shards") if ".tmp-" in n]

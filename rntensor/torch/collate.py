@@ -18,12 +18,11 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
-from itertools import pairwise
-from typing import TypeVar
+from itertools import islice
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -39,13 +38,12 @@ __all__ = [
     "Part",
     "WorkerFailure",
     "gather",
+    "in_turn",
     "unpack",
     "worker_batches",
 ]
 
 _ALIGN = 64
-_MIN_SHARE = 1024  # rows: smaller shares are not worth a thread handover
-_SHARES = 1  # shares per thread and chunk (more measured slower: the gathers are memory-bound)
 T = TypeVar("T")
 
 # (name, numpy dtype string, shape, byte offset) of every array in a batch buffer
@@ -68,7 +66,18 @@ class Packed:
 
     buffer: np.ndarray
     batches: list[dict[str, np.ndarray]]
-    layouts: tuple[Layout, ...]
+
+    @property
+    def layouts(self) -> tuple[Layout, ...]:
+        """Where each batch's arrays lie in ``buffer`` (see :func:`unpack`)."""
+        base = self.buffer.__array_interface__["data"][0]
+        return tuple(
+            tuple(
+                (name, v.dtype.str, v.shape, v.__array_interface__["data"][0] - base)
+                for name, v in views.items()
+            )
+            for views in self.batches
+        )
 
 
 Spec = tuple[str, np.dtype, tuple[int, ...]]
@@ -147,10 +156,9 @@ def gather(
     outputs: Sequence[Output],
     parts: Sequence[Part],
     sizes: Sequence[int],
-    helpers: Helpers | None = None,
 ) -> Packed:
     """Assemble a chunk of batches of ``sizes`` rows (consecutive in ``parts``' batch
-    positions) in one pass; normalization applied.  ``helpers`` share the row gathers."""
+    positions) in one pass; normalization applied."""
     n = int(sum(sizes))
     edges = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     ragged = {o.name: _ragged_counts(o.name, parts, n) for o in outputs if o.kind == "ragged"}
@@ -176,14 +184,7 @@ def gather(
         elif o.kind == "shard":
             for p in parts:
                 out[o.name][slice(None) if p.index is None else p.index] = p.table
-    fixed = [o for o in outputs if o.kind not in ("ragged", "shard")]
-    scatter = any(p.index is not None and not isinstance(p.index, slice) for p in parts)
-    if helpers is None or scatter or n < 2 * _MIN_SHARE:
-        _fill_fixed(fixed, parts, out, 0, n)
-    else:  # rows cut in shares: the calling thread fills the first, helpers the others
-        k = min(_SHARES * (helpers.threads + 1), n // _MIN_SHARE)
-        cuts = [n * i // k for i in range(k + 1)]
-        helpers.share([partial(_fill_fixed, fixed, parts, out, a, b) for a, b in pairwise(cuts)])
+    _fill_fixed([o for o in outputs if o.kind not in ("ragged", "shard")], parts, out)
     for o in outputs:
         if o.kind == "ragged" and o.mean is not None and o.inv_std is not None:
             _normalize(out[o.name], o.mean, o.inv_std, None, o.shape[-1], o.pad_value)
@@ -191,13 +192,9 @@ def gather(
 
 
 def _fill_fixed(
-    outputs: Sequence[Output],
-    parts: Sequence[Part],
-    out: dict[str, np.ndarray],
-    a: int,
-    b: int,
+    outputs: Sequence[Output], parts: Sequence[Part], out: dict[str, np.ndarray]
 ) -> None:
-    """Gather chunk positions ``[a, b)`` of the fixed-size ``outputs``, then normalize them.
+    """Gather the fixed-size ``outputs``, then normalize them.
 
     ``np.take(..., out=)`` gathers straight into the buffer only with ``mode="clip"`` (or
     ``"wrap"``): with the default ``"raise"`` numpy gathers into a temporary and copies it
@@ -208,54 +205,61 @@ def _fill_fixed(
         for p in parts:
             src = p.arrays[o.name]
             if p.index is None:
-                np.take(src, p.rows[a:b], axis=0, out=dst[a:b], mode="clip")
+                np.take(src, p.rows, axis=0, out=dst, mode="clip")
             elif isinstance(p.index, slice):
-                lo, hi = max(a, p.index.start), min(b, p.index.stop)
-                if hi > lo:
-                    rows = p.rows[lo - p.index.start : hi - p.index.start]
-                    np.take(src, rows, axis=0, out=dst[lo:hi], mode="clip")
-            else:  # scattered positions (never shared out: see gather)
+                np.take(src, p.rows, axis=0, out=dst[p.index], mode="clip")
+            else:  # scattered positions
                 dst[p.index] = np.take(src, p.rows, axis=0)
     for o in outputs:
         if o.mean is not None and o.inv_std is not None:
-            mask = out[o.mask][a:b] if o.mask else None
-            _normalize(out[o.name][a:b], o.mean, o.inv_std, mask, o.shape[-1], o.pad_value)
+            mask = out[o.mask] if o.mask else None
+            _normalize(out[o.name], o.mean, o.inv_std, mask, o.shape[-1], o.pad_value)
 
 
 class Helpers:
-    """Threads that share a chunk's row gathers with the thread assembling it.
-
-    ``np.take`` releases the GIL, so the shares of one chunk run on several cores at once.
-    A share no helper has started when the calling thread is done with its own is taken back
-    and done there (work stealing), so a busy helper never delays a chunk.  Also runs
-    :meth:`ahead` jobs: planning for later chunks.
-    """
+    """Threads that assemble chunks beside the consuming thread (see :func:`in_turn`), and
+    run planning ahead of it (:meth:`ahead`).  The row gathers (``np.take``) and the large
+    array operations of the planning release the GIL, so they use a second core."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="rntensor-gather")
 
-    def share(self, jobs: Sequence[Callable[[], None]]) -> None:
-        """Run ``jobs``: the first here, the others in the helpers unless taken back (from
-        the last: the helpers take them from the front)."""
-        futures = [self._pool.submit(job) for job in jobs[1:]]
-        try:
-            jobs[0]()
-        finally:
-            started = []
-            for f, job in zip(reversed(futures), reversed(jobs[1:]), strict=True):
-                if f.cancel():
-                    job()
-                else:
-                    started.append(f)
-            for f in started:
-                f.result()
-
     def ahead(self, job: Callable[[], T]) -> Future[T]:
         return self._pool.submit(job)
 
     def close(self) -> None:
+        """Cancel what has not started, wait for the rest: no thread outlives this."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def in_turn(jobs: Iterable[Callable[[], Packed]], helpers: Helpers | None) -> Iterator[Packed]:
+    """The results of ``jobs`` (chunk assemblies), in order.
+
+    With helpers, jobs go round-robin: this thread runs one while the ``helpers.threads``
+    next ones run in the helpers, and the round after is queued before this one's results
+    are handed out, so the helpers keep working while the consumer does.  A helper's job not
+    started by the time its result is due is taken back and run here.  ``jobs`` is consumed
+    here, in order (one round ahead).
+    """
+    it = iter(jobs)
+    if helpers is None:
+        for job in it:
+            yield job()
+        return
+
+    def next_round() -> tuple[Callable[[], Packed] | None, list[tuple[Any, Future[Packed]]]]:
+        mine = next(it, None)
+        theirs = list(islice(it, helpers.threads)) if mine is not None else []
+        return mine, [(job, helpers.ahead(job)) for job in theirs]
+
+    mine, theirs = next_round()
+    while mine is not None:
+        yield mine()
+        later = next_round()
+        for job, future in theirs:
+            yield job() if future.cancel() else future.result()
+        mine, theirs = later
 
 
 def _split(
@@ -265,29 +269,26 @@ def _split(
     edges: np.ndarray,
     buffer: np.ndarray,
 ) -> Packed:
-    """Each batch's views of the chunk's arrays, and their layouts."""
-    cols = []  # per output, once per chunk: (name, array, byte offset, dtype str, row bytes)
-    for o in outputs:
-        arr, off = arrays[o.name]
-        cols.append((o.name, arr, off, arr.dtype.str, arr.strides[0], o.kind == "ragged"))
+    """Each batch's views of the chunk's arrays."""
+    cols = [(o.name, arrays[o.name][0], o.kind == "ragged") for o in outputs]
     bounds = edges.tolist()
-    batches, layouts = [], []
+    batches = []
+    if not any(r for _, _, r in cols):
+        for j in range(len(bounds) - 1):
+            a, b = bounds[j], bounds[j + 1]
+            batches.append({name: arr[a:b] for name, arr, _ in cols})
+        return Packed(buffer, batches)
     for j in range(len(bounds) - 1):
         a, b = bounds[j], bounds[j + 1]
-        views: dict[str, np.ndarray] = {}
-        layout = []
-        for name, arr, off, dtype, row, ragged in cols:
-            lo, hi = (int(firsts[name][a]), int(firsts[name][b])) if ragged else (a, b)
-            v = arr[lo:hi]
-            views[name] = v
-            layout.append((name, dtype, v.shape, off + lo * row))
+        views = {}
+        for name, arr, ragged in cols:
             if ragged:
-                offs, o_off = arrays[f"{name}_offsets#{j}"]
-                views[f"{name}_offsets"] = offs
-                layout.append((f"{name}_offsets", offs.dtype.str, offs.shape, o_off))
+                views[name] = arr[int(firsts[name][a]) : int(firsts[name][b])]
+                views[f"{name}_offsets"] = arrays[f"{name}_offsets#{j}"][0]
+            else:
+                views[name] = arr[a:b]
         batches.append(views)
-        layouts.append(tuple(layout))
-    return Packed(buffer, batches, tuple(layouts))
+    return Packed(buffer, batches)
 
 
 def _fill_ragged(

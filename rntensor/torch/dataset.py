@@ -12,7 +12,7 @@ and other workers' batches cost index arithmetic only: their shards are never de
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
@@ -30,6 +30,7 @@ from rntensor.torch.collate import (
     Part,
     WorkerFailure,
     gather,
+    in_turn,
     worker_batches,
 )
 from rntensor.torch.columns import resolve_outputs
@@ -321,25 +322,31 @@ class CacheDataset(_BatchDataset):
         chunks of ``chunk`` consecutive batches; chunks go to the workers round-robin.
 
         With ``gather_threads``, helper threads plan the next piece of the epoch (positions →
-        shard rows, shards opened) while this thread assembles the current one, and share each
-        chunk's row gathers.
+        shard rows, shards opened) and assemble every other chunk (see
+        :func:`~rntensor.torch.collate.in_turn`).
         """
         pieces = self._pieces(self.plan(), worker, workers, chunk)
         helpers = Helpers(self.gather_threads) if self.gather_threads > 0 else None
         try:
-            ahead = helpers.ahead(partial(next, pieces, None)) if helpers else None
-            while True:
-                piece = ahead.result() if ahead is not None else next(pieces, None)
-                if piece is None:
-                    return
-                if helpers is not None:
-                    ahead = helpers.ahead(partial(next, pieces, None))
-                for a, b, sizes in piece.chunks:
-                    yield gather(self.outputs, piece.parts(a, b), sizes, helpers)
+            yield from in_turn(self._jobs(pieces, helpers), helpers)
         finally:
             if helpers is not None:
                 helpers.close()
             pieces.close()
+
+    def _jobs(
+        self, pieces: Iterator[_Piece], helpers: Helpers | None
+    ) -> Iterator[Callable[[], Packed]]:
+        """One assembly per chunk; with helpers, the next piece is planned in a helper."""
+        ahead = helpers.ahead(partial(next, pieces, None)) if helpers is not None else None
+        while True:
+            piece = ahead.result() if ahead is not None else next(pieces, None)
+            if piece is None:
+                return
+            if helpers is not None:
+                ahead = helpers.ahead(partial(next, pieces, None))
+            for a, b, sizes in piece.chunks:
+                yield partial(gather, self.outputs, piece.parts(a, b), sizes)
 
     def _pieces(
         self, plan: RankPlan, worker: int, workers: int, chunk: int

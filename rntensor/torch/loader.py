@@ -22,7 +22,7 @@ import torch
 import torch.utils.data
 
 from rntensor.cache.read import CacheReader
-from rntensor.torch.collate import WorkerFailure, unpack
+from rntensor.torch.collate import Packed, WorkerFailure, unpack
 from rntensor.torch.dataset import CacheDataset
 from rntensor.torch.device import DevicePrefetcher, finalize
 from rntensor.torch.plan import check_int
@@ -356,15 +356,17 @@ class DataLoader:
             persistent_workers=False,
         )
 
-    def _in_process(self) -> Iterator[Any]:
-        """``num_workers=0``: the dataset's batches straight from this process."""
+    def _chunks(self) -> Iterator[Packed]:
+        """``num_workers=0``: the dataset's chunks, assembled in this process."""
         ds = self.dataset
         if isinstance(ds, CacheDataset):
-            chunks = ds.iter_packed(0, 1, self.chunk_batches)
-        else:
-            chunks = ds.iter_packed(ds.rank, ds.world_size, self.chunk_batches)
+            return ds.iter_packed(0, 1, self.chunk_batches)
+        return ds.iter_packed(ds.rank, ds.world_size, self.chunk_batches)
+
+    def _in_process(self) -> Iterator[Any]:
+        """``num_workers=0``: the dataset's batches straight from this process."""
         pin = self.pin_memory and torch.cuda.is_available()
-        for p in chunks:
+        for p in self._chunks():
             if self.device.type == "cpu" and not pin:
                 for arrays in p.batches:
                     yield {k: torch.from_numpy(v) for k, v in arrays.items()}
@@ -379,6 +381,16 @@ class DataLoader:
         self.dataset.chunk_batches = self.chunk_batches
         self.dataset.gather_threads = self.gather_threads
         self._yielded = start
+        nested = self.ragged == "nested"
+        pin = self.pin_memory and torch.cuda.is_available()
+        plain = self.device.type == "cpu" and not pin and not self._one_hot
+        if not self.num_workers and plain and not (nested and self._ragged):
+            # the common CPU case: nothing to move or convert, tensors straight from the views
+            for p in self._chunks():
+                for arrays in p.batches:
+                    self._yielded += 1
+                    yield {k: torch.from_numpy(v) for k, v in arrays.items()}
+            return
         shutdown = None
         if self.num_workers:
             it = iter(self._torch_loader())
@@ -386,7 +398,6 @@ class DataLoader:
             source: Iterator[Any] = it
         else:
             source = self._in_process()
-        nested = self.ragged == "nested"
         try:
             for item in DevicePrefetcher(source, self.device, depth=self.device_prefetch):
                 if isinstance(item, WorkerFailure):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from rntensor.torch.collate import (
     Part,
     WorkerFailure,
     gather,
+    in_turn,
     worker_batches,
 )
 from rntensor.torch.columns import resolve_outputs
@@ -183,14 +185,14 @@ class StreamDataset(_BatchDataset):
         """The batches of consumer ``part`` of ``num_parts``, in chunks of ``chunk``."""
         helpers = Helpers(self.gather_threads) if self.gather_threads > 0 else None
         try:
-            yield from self._packed(part, num_parts, chunk, helpers)
+            yield from in_turn(self._jobs(part, num_parts, chunk), helpers)
         finally:
             if helpers is not None:
                 helpers.close()
 
-    def _packed(
-        self, part: int, num_parts: int, chunk: int, helpers: Helpers | None
-    ) -> Iterator[Packed]:
+    def _jobs(self, part: int, num_parts: int, chunk: int) -> Iterator[Callable[[], Packed]]:
+        """One assembly per chunk, its tables bound when it is made (a later table release
+        cannot take them from a job still waiting for a helper)."""
         rng = None
         if self.shuffle_buffer > 0:
             rng = epoch_rng(self.seed, self.epoch, _BUFFER, part, num_parts)
@@ -207,13 +209,12 @@ class StreamDataset(_BatchDataset):
 
         chunker = Chunker(chunk, start=self.start_batch)
 
-        def assemble(batches: list[np.ndarray]) -> Packed:
+        def assemble(batches: list[np.ndarray]) -> Callable[[], Packed]:
             pos = np.concatenate(batches) if len(batches) > 1 else batches[0]
             sizes = [len(p) for p in batches]
-            parts = chunk_parts(pos, sizes, starts, part_for)
-            return gather(self.outputs, parts, sizes, helpers)
+            return partial(gather, self.outputs, chunk_parts(pos, sizes, starts, part_for), sizes)
 
-        def emit(batches: Iterator[tuple[int, np.ndarray, int]]) -> Iterator[Packed]:
+        def emit(batches: Iterator[tuple[int, np.ndarray, int]]) -> Iterator[Callable[[], Packed]]:
             for b, pos, low in batches:
                 done = chunker.add(b, pos)
                 if done is not None:
