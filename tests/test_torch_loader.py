@@ -557,3 +557,22 @@ def test_batches_kept_by_the_consumer_are_never_reused(cache):
     for i, refs in kept.items():
         for k, v in refs.items():
             np.testing.assert_array_equal(np.asarray(v), copies[i][k])
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_masks_off_leaves_masks_out_and_values_alone(cache, normalize):
+    """``masks=False``: no ``*_mask`` keys, the same values (normalization still uses the
+    masks to keep padded slots at the pad value); a mask named in ``columns`` still comes."""
+    path, _ = cache
+    kw = dict(batch_size=32, shuffle=True, seed=5, normalize=normalize, ragged="offsets")
+    with_masks = list(DataLoader(path, **kw))
+    without = DataLoader(path, masks=False, **kw)
+    assert "jets_mask" not in without.columns
+    got = list(without)
+    assert len(got) == len(with_masks)
+    for a, b in zip(with_masks, got, strict=True):
+        assert set(a) - set(b) == {"jets_mask"}
+        for k in b:
+            assert torch.equal(a[k], b[k]), k
+    named = next(iter(DataLoader(path, masks=False, columns=["jets", "jets_mask"], batch_size=8)))
+    assert set(named) == {"jets", "jets_mask"}

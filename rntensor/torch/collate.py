@@ -270,7 +270,7 @@ def _split(
     buffer: np.ndarray,
 ) -> Packed:
     """Each batch's views of the chunk's arrays."""
-    cols = [(o.name, arrays[o.name][0], o.kind == "ragged") for o in outputs]
+    cols = [(o.name, arrays[o.name][0], o.kind == "ragged") for o in outputs if not o.hidden]
     bounds = edges.tolist()
     batches = []
     if not any(r for _, _, r in cols):

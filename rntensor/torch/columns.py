@@ -35,6 +35,7 @@ class Output:
     inv_std: np.ndarray | None = None
     mask: str | None = None
     pad_value: float = 0.0
+    hidden: bool = False  # gathered for another output (a mask for normalization), not yielded
 
 
 def resolve_outputs(
@@ -46,10 +47,16 @@ def resolve_outputs(
     keep: bool,
     normalize: bool,
     where: str,
+    masks: bool = True,
 ) -> list[Output]:
-    """The batch columns from manifest column entries ``meta`` and the user's choices."""
+    """The batch columns from manifest column entries ``meta`` and the user's choices.
+
+    ``masks=False`` leaves out the masks of padded outputs unless ``columns`` names them
+    (normalization still gathers those it needs, without yielding them).
+    """
+    kinds = MODEL_KINDS if masks else tuple(k for k in MODEL_KINDS if k != "mask")
     if columns is None:
-        names = [c for c, m in meta.items() if m.get("kind") in MODEL_KINDS]
+        names = [c for c, m in meta.items() if m.get("kind") in kinds]
         if keep:
             names += [c for c, m in meta.items() if m.get("kind") in ("keep", "entry")]
             names.append(SHARD_COLUMN)
@@ -64,7 +71,8 @@ def resolve_outputs(
                 )
             names.append(c)
             mask = f"{c}_mask"
-            if meta.get(c, {}).get("kind") == "padded" and mask in meta and mask not in columns:
+            padded = meta.get(c, {}).get("kind") == "padded"
+            if masks and padded and mask in meta and mask not in columns:
                 names.append(mask)
     outs_schema = (schema or {}).get("outputs") or {}
     outputs = []
@@ -96,7 +104,7 @@ def resolve_outputs(
         )
     for o in outputs:  # normalization of padded slots needs the mask gathered too
         if o.mean is not None and o.mask and all(p.name != o.mask for p in outputs):
-            outputs.append(Output(o.mask, "mask", (o.shape[0],), "bool"))
+            outputs.append(Output(o.mask, "mask", (o.shape[0],), "bool", hidden=not masks))
     return outputs
 
 

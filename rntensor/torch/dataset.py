@@ -215,6 +215,7 @@ class CacheDataset(_BatchDataset):
         columns: columns to yield (default: every model column; masks come with their output).
         keep: also yield the ``keep`` columns, ``_entry`` and ``_shard`` (shard index).
         normalize: apply the manifest statistics to ``normalize: standard`` outputs.
+        masks: yield the masks of padded outputs (``False``: the pad value marks empty slots).
         prefetch_shards: shards fetched ahead in the background.
         **open_options: for :func:`~rntensor.cache.read.open_cache` when ``cache`` is a path.
     """
@@ -236,6 +237,7 @@ class CacheDataset(_BatchDataset):
         columns: Sequence[str] | None = None,
         keep: bool = False,
         normalize: bool = True,
+        masks: bool = True,
         prefetch_shards: int = 2,
         **open_options: Any,
     ) -> None:
@@ -255,6 +257,7 @@ class CacheDataset(_BatchDataset):
             columns=columns,
             keep=keep,
             normalize=normalize,
+            masks=masks,
             where=f"cache {self.reader.path!r}",
         )
         read = [o.name for o in self.outputs if o.kind != "shard"]

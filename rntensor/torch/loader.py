@@ -76,6 +76,9 @@ class DataLoader:
         keep: also yield the ``keep`` columns, ``_entry`` and ``_shard``.
         normalize: apply the manifest statistics to ``normalize: standard`` outputs (padded
             slots keep the pad value; use the mask).
+        masks: yield the mask of every padded output (``<name>_mask``, ``(B, L)`` bool);
+            ``False`` leaves them out (fewer bytes per event: the pad value marks empty
+            slots), unless ``columns`` names them.
         one_hot: labels with ``classes`` as one-hot float32 ``(B, classes)``.
         ragged: ``"nested"`` (jagged-layout nested tensor ``(B, j, F)``) or ``"offsets"``
             (values ``(total, F)`` + ``<name>_offsets`` ``(B + 1,)``).
@@ -116,6 +119,7 @@ class DataLoader:
         columns: Sequence[str] | None = None,
         keep: bool = False,
         normalize: bool = True,
+        masks: bool = True,
         one_hot: bool = False,
         ragged: Literal["nested", "offsets"] = "nested",
         pin_memory: bool | None = None,
@@ -140,7 +144,7 @@ class DataLoader:
             cache, batch_size=batch_size, shuffle=shuffle, seed=seed,
             shuffle_buffer=shuffle_buffer, split=split, fractions=fractions, rank=rank,
             world_size=world_size, even_split=even_split, drop_last=drop_last,
-            columns=columns, keep=keep, normalize=normalize, **open_options,
+            columns=columns, keep=keep, normalize=normalize, masks=masks, **open_options,
         )  # fmt: skip
         self._setup(
             dataset, num_workers=num_workers, one_hot=one_hot, ragged=ragged,
@@ -223,6 +227,7 @@ class DataLoader:
         columns: Sequence[str] | None = None,
         keep: bool = False,
         normalize: bool = True,
+        masks: bool = True,
         **loader_options: Any,
     ) -> DataLoader:
         """Stream ROOT files without a cache (see :mod:`rntensor.torch.stream`).
@@ -246,7 +251,7 @@ class DataLoader:
             tables, meta, stats=stats, schema=schema_dict, batch_size=batch_size,
             shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, split=split,
             fractions=fractions, rank=rank, world_size=world_size, drop_last=drop_last,
-            columns=columns, keep=keep, normalize=normalize,
+            columns=columns, keep=keep, normalize=normalize, masks=masks,
         )  # fmt: skip
         self = cls.__new__(cls)
         self._setup(
@@ -274,6 +279,8 @@ class DataLoader:
         """The keys of every batch (ragged ``offsets`` only with ``ragged="offsets"``)."""
         names = []
         for o in self.dataset.outputs:
+            if o.hidden:
+                continue
             names.append(o.name)
             if o.kind == "ragged" and self.ragged == "offsets":
                 names.append(f"{o.name}_offsets")

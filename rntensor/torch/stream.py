@@ -153,6 +153,7 @@ class StreamDataset(_BatchDataset):
         columns: Sequence[str] | None = None,
         keep: bool = False,
         normalize: bool = True,
+        masks: bool = True,
     ) -> None:
         super().__init__()
         self._init_batching(
@@ -165,7 +166,7 @@ class StreamDataset(_BatchDataset):
         self.tables = tables
         self.outputs = resolve_outputs(
             columns_meta, stats=stats, schema=schema, columns=columns, keep=keep,
-            normalize=normalize, where="the streamed tables",
+            normalize=normalize, masks=masks, where="the streamed tables",
         )  # fmt: skip
 
     def __iter__(self) -> Iterator[Item | WorkerFailure]:
