@@ -101,7 +101,7 @@ def test_convert_and_load_sections(workdir: str, files: list[str]) -> None:
         repeat=1,
         epochs=1,
         num_workers=(0,),
-        skip=("rdataloader", "plain"),
+        skip=("rdataloader", "plain", "rntensor_w0_masks"),
         log=logs.append,
     )
     figs = load["figures"]

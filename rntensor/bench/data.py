@@ -29,8 +29,8 @@ LOAD_SCHEMA: dict[str, Any] = {
 }
 _JET = ("pt", "eta", "phi", "mass", "btag")
 _MUON = ("pt", "eta")
-#: bytes of one event in a loader batch: jets, jets_mask, muons, muons_mask, scalars, target
-_BATCH_ROW_BYTES = 10 * 5 * 4 + 10 + 4 * 2 * 4 + 4 + 2 * 4 + 8
+#: bytes of one event in a loader batch (what RDataLoader yields): jets, muons, scalars, target
+_BATCH_ROW_BYTES = 10 * 5 * 4 + 4 * 2 * 4 + 2 * 4 + 8
 
 
 # -- inputs ---------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ def _child_gpu(p: dict[str, Any]) -> dict[str, Any]:
         num_workers=p["num_workers"],
         device="cuda",
         pin_memory=True,
+        masks=False,  # the batch bytes copied above
     )
 
     def epoch(e: int) -> Any:

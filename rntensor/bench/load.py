@@ -55,6 +55,7 @@ def _child_rntensor_load(p: dict[str, Any]) -> dict[str, Any]:
             seed=1,
             num_workers=p["num_workers"],
             shuffle_buffer=p["shuffle_buffer"],
+            masks=p.get("masks", False),
         )
 
         def epoch(e: int) -> Any:
@@ -169,7 +170,11 @@ def bench_load(
 
     Every loader runs in its own process: one warm-up epoch, then ``epochs`` timed ones;
     figures are medians over all timed epochs of all ``repeat`` runs.  ``skip`` leaves out
-    measurements by key (``rdataloader``, ``plain``, ``memcpy``).
+    measurements by key (``rdataloader``, ``plain``, ``memcpy``, ``rntensor_w0_masks``).
+
+    The rntensor loaders yield what RDataLoader yields (jets, muons, MET, target:
+    ``masks=False``); ``rntensor_w0_masks`` adds the two padded outputs' masks (the default
+    of :class:`~rntensor.torch.DataLoader`).
     """
     from rntensor.cache.read import open_cache
 
@@ -188,6 +193,7 @@ def bench_load(
         "epochs": epochs,
     }
     runs = [(f"rntensor_w{w}", "rntensor_load", {"num_workers": w}) for w in num_workers]
+    runs += [("rntensor_w0_masks", "rntensor_load", {"num_workers": 0, "masks": True})]
     runs += [
         ("rdataloader", "rdataloader", {}),
         ("plain", "plain_loop", {}),
@@ -217,6 +223,8 @@ def bench_load(
             rows,
             vs=ref,
         )
+    label = "rntensor DataLoader, num_workers=0, + masks (14 B/event more)"
+    _figure(figs, "rntensor_w0_masks", samples, label, rows, vs=ref)
     _figure(figs, "plain", samples, "uproot + awkward + torch loop, 2nd+ epoch", rows, vs=ref)
     _figure(figs, "memcpy", samples, "memory copy of the batch bytes (machine limit)", rows, vs=ref)
     figs = {k: f for k, f in figs.items() if f["seconds_all"] or f["errors"]}
