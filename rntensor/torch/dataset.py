@@ -271,6 +271,8 @@ class CacheDataset(_BatchDataset):
         self._read = list(dict.fromkeys(read))
         self.counts = self._count_rows()
         self.canonical = canonical_order(self.reader.shards)
+        # (seed, epoch, shard) and its row permutation, computed ahead (_ready_next_epoch)
+        self._perm_ahead: tuple[tuple[int, int, int], np.ndarray | None] | None = None
 
     def _count_rows(self) -> np.ndarray:
         shards = self.reader.shards
@@ -365,19 +367,41 @@ class CacheDataset(_BatchDataset):
             rng=rng, chunk=chunk, start=self.start_batch, worker=worker, workers=workers,
         ):  # fmt: skip
             pos = pc.pos
-            seg = np.searchsorted(plan.start, pos, side="right") - 1
-            touched = np.flatnonzero(np.bincount(seg)) if len(seg) else seg
-            tables = {int(k): self._opened(plan, opened, int(k)) for k in touched}
-            rows = np.empty_like(pos)
+            if not len(pos):
+                continue
+            lo, hi = int(pos.min()), int(pos.max())
+            k0 = int(np.searchsorted(plan.start, lo, side="right")) - 1
+            k1 = int(np.searchsorted(plan.start, hi, side="right")) - 1
+            tables = {k: self._opened(plan, opened, k) for k in range(k0, k1 + 1)}
+            # the shard row of every position in [lo, hi], then one lookup per position
+            pieces = []
             for k, o in tables.items():
-                at = slice(None) if len(tables) == 1 else seg == k
-                local = pos[at] - (plan.start[k] - plan.lo[k])
-                rows[at] = local if o.rows is None else o.rows[local]
-            if len(tables) > 1:
+                a = max(lo, int(plan.start[k])) - int(plan.start[k]) + int(plan.lo[k])
+                b = min(hi + 1, int(plan.start[k + 1])) - int(plan.start[k]) + int(plan.lo[k])
+                pieces.append(np.arange(a, b, dtype=np.int64) if o.rows is None else o.rows[a:b])
+            rowmap = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            rows = rowmap[pos - lo]
+            seg = np.full(len(pos), k0, dtype=np.int64)
+            for k in range(k0 + 1, k1 + 1):
+                seg += pos >= plan.start[k]
+            if k1 > k0:
                 _group_spanning(pos, seg, rows, pc.chunks, self.batch_size)
             yield _Piece(seg, rows, pc.chunks, tables)
             for k in [k for k in opened if plan.start[k + 1] <= pc.water]:
                 del opened[k]  # wholly behind the shuffle window: release the shard
+        self._ready_next_epoch()
+
+    def _ready_next_epoch(self) -> None:
+        """Permute the rows of the next epoch's first shard now (the planning thread has
+        little else to do at the end of an epoch), so the next epoch starts without waiting
+        for it; used if the next epoch is ``epoch + 1`` from the start, as usual."""
+        if not self.shuffle:
+            return
+        nxt = self.plan(self.epoch + 1)
+        if len(nxt.shard):
+            shard = int(nxt.shard[0])
+            key = (nxt.seed, nxt.epoch, shard)
+            self._perm_ahead = (key, nxt.row_permutation(shard, int(self.counts[shard])))
 
     def _opened(self, plan: RankPlan, opened: dict[int, _Open], k: int) -> _Open:
         """Segment ``k``'s shard, opened on first use (and the next shards prefetched)."""
@@ -406,7 +430,11 @@ class CacheDataset(_BatchDataset):
                 "started: the cache changed under the loader; restart it",
                 context=self.reader.shard_context(shard),
             )
-        perm = plan.row_permutation(shard, expected)
+        ready = self._perm_ahead
+        if ready is not None and ready[0] == (plan.seed, plan.epoch, shard):
+            perm, self._perm_ahead = ready[1], None
+        else:
+            perm = plan.row_permutation(shard, expected)
         if perm is not None:
             rows = perm if rows is None else rows[perm]
         return _Open(arrays, rows, shard)
