@@ -20,7 +20,7 @@ def main() -> None:
     p.add_argument("cache")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
