@@ -33,6 +33,7 @@ SKIPPABLE = (
     "stages",
     "rdataloader",
     "plain",
+    "rntensor_w0_masks",
 )
 
 
