@@ -20,10 +20,19 @@ from _contracts import (
     assert_resume_from_midpoint,
     assert_same_batches,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rntensor.errors import CacheError, SchemaError
 from rntensor.torch import SPLITS, CacheDataset, DataLoader, DevicePrefetcher, StreamDataset
-from rntensor.torch.plan import BatchCutter, WindowShuffle, epoch_rng
+from rntensor.torch.plan import (
+    BatchCutter,
+    Chunker,
+    WindowShuffle,
+    batch_positions,
+    chunk_pieces,
+    epoch_rng,
+)
 
 SOURCES = (("run1.root", 300), ("run2.root", 200), ("run3.root", 157))
 NAMES = [n for n, _ in SOURCES]
@@ -576,3 +585,97 @@ def test_masks_off_leaves_masks_out_and_values_alone(cache, normalize):
             assert torch.equal(a[k], b[k]), k
     named = next(iter(DataLoader(path, masks=False, columns=["jets", "jets_mask"], batch_size=8)))
     assert set(named) == {"jets", "jets_mask"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 3000),
+    batch=st.integers(1, 70),
+    drop_last=st.booleans(),
+    buffer=st.sampled_from([0, 1, 50, 2048, 5000]),
+    chunk=st.integers(1, 5),
+    start=st.integers(0, 40),
+    workers=st.integers(1, 3),
+    piece=st.integers(1, 800),
+    first=st.integers(1, 800),
+    data=st.data(),
+)
+def test_chunk_pieces_is_the_batch_cutter_order(
+    n, batch, drop_last, buffer, chunk, start, workers, piece, first, data
+):
+    """The vectorized planner yields exactly the chunks of BatchCutter + Chunker, whatever
+    the piece sizes."""
+    worker = data.draw(st.integers(0, workers - 1))
+
+    def rng():
+        return epoch_rng(1, 2, 3) if buffer else None
+
+    chunker = Chunker(chunk, start=start, worker=worker, workers=workers)
+    old = []
+    for b, pos, _ in batch_positions(n, batch, drop_last=drop_last, buffer=buffer, rng=rng()):
+        done = chunker.add(b, pos)
+        if done is not None:
+            old.append(done)
+    if (last := chunker.finish()) is not None:
+        old.append(last)
+    pieces = chunk_pieces(
+        n, batch, drop_last=drop_last, buffer=buffer, rng=rng(), chunk=chunk, start=start,
+        worker=worker, workers=workers, piece=piece, first_piece=first,
+    )  # fmt: skip
+    new = [(pc.pos[a:b], sizes) for pc in pieces for a, b, sizes in pc.chunks]
+    assert len(new) == len(old)
+    for (pos, sizes), batches in zip(new, old, strict=True):
+        assert sizes == [len(x) for x in batches]
+        assert np.array_equal(pos, np.concatenate(batches))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(0, 20000),
+    buffer=st.sampled_from([100, 2048, 5000, 65536]),
+    block=st.sampled_from([None, 1, 3, 64]),
+    cuts=st.lists(st.floats(0, 1), max_size=6),
+)
+def test_window_shuffle_blocks(n, buffer, block, cuts):
+    """Blocks move less than the buffer, the order does not depend on how positions are
+    pushed, and the low water never passes a position emitted later."""
+
+    def run(sizes):
+        w = WindowShuffle(buffer, epoch_rng(4, 5, 6), block)
+        out, lows = [], []
+        for c in sizes:
+            out.append(w.push(c))
+            lows.append((w.low_water, sum(len(x) for x in out)))
+        out.append(w.flush())
+        return np.concatenate(out), lows
+
+    edges = sorted({0, n, *(int(c * n) for c in cuts)})
+    whole, _ = run([n])
+    parts, lows = run(np.diff(edges).tolist())
+    assert np.array_equal(whole, parts)
+    assert sorted(whole.tolist()) == list(range(n))
+    g = max(1, min(64, buffer // 1024)) if block is None else block
+    if n:
+        assert np.abs(whole - np.arange(n)).max() < buffer + g
+    for low, k in lows:
+        assert k == n or whole[k:].min() >= low
+
+
+def test_in_turn_keeps_order_and_raises_in_order():
+    from rntensor.torch.collate import Helpers, in_turn
+
+    helpers = Helpers(1)
+    try:
+        jobs = [lambda i=i: i for i in range(11)]
+        assert list(in_turn(jobs, helpers)) == list(range(11))  # type: ignore[arg-type]
+
+        def boom():
+            raise CacheError("bad shard")
+
+        got = []
+        with pytest.raises(CacheError, match="bad shard"):
+            for x in in_turn([jobs[0], jobs[1], boom, jobs[3]], helpers):  # type: ignore[list-item]
+                got.append(x)
+        assert got == [0, 1]
+    finally:
+        helpers.close()

@@ -37,6 +37,7 @@ from rntensor.torch.columns import resolve_outputs
 from rntensor.torch.plan import (
     _BUFFER,
     EvenSplit,
+    Pieces,
     RankPlan,
     canonical_order,
     check_common,
@@ -366,30 +367,32 @@ class CacheDataset(_BatchDataset):
             plan.num_rows, self.batch_size, drop_last=self.drop_last, buffer=self.shuffle_buffer,
             rng=rng, chunk=chunk, start=self.start_batch, worker=worker, workers=workers,
         ):  # fmt: skip
-            pos = pc.pos
-            if not len(pos):
-                continue
-            lo, hi = int(pos.min()), int(pos.max())
-            k0 = int(np.searchsorted(plan.start, lo, side="right")) - 1
-            k1 = int(np.searchsorted(plan.start, hi, side="right")) - 1
-            tables = {k: self._opened(plan, opened, k) for k in range(k0, k1 + 1)}
-            # the shard row of every position in [lo, hi], then one lookup per position
-            pieces = []
-            for k, o in tables.items():
-                a = max(lo, int(plan.start[k])) - int(plan.start[k]) + int(plan.lo[k])
-                b = min(hi + 1, int(plan.start[k + 1])) - int(plan.start[k]) + int(plan.lo[k])
-                pieces.append(np.arange(a, b, dtype=np.int64) if o.rows is None else o.rows[a:b])
-            rowmap = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-            rows = rowmap[pos - lo]
-            seg = np.full(len(pos), k0, dtype=np.int64)
-            for k in range(k0 + 1, k1 + 1):
-                seg += pos >= plan.start[k]
-            if k1 > k0:
-                _group_spanning(pos, seg, rows, pc.chunks, self.batch_size)
-            yield _Piece(seg, rows, pc.chunks, tables)
+            if len(pc.pos):  # else no chunk of this worker in the piece
+                yield self._map(plan, opened, pc)
             for k in [k for k in opened if plan.start[k + 1] <= pc.water]:
                 del opened[k]  # wholly behind the shuffle window: release the shard
         self._ready_next_epoch()
+
+    def _map(self, plan: RankPlan, opened: dict[int, _Open], pc: Pieces) -> _Piece:
+        """The segment and shard row of every position of ``pc`` (shards opened)."""
+        pos = pc.pos
+        lo, hi = int(pos.min()), int(pos.max())
+        k0 = int(np.searchsorted(plan.start, lo, side="right")) - 1
+        k1 = int(np.searchsorted(plan.start, hi, side="right")) - 1
+        tables = {k: self._opened(plan, opened, k) for k in range(k0, k1 + 1)}
+        # the shard row of every position in [lo, hi], then one lookup per position
+        spans = []
+        for k, o in tables.items():
+            first = int(plan.lo[k]) - int(plan.start[k])
+            a, b = max(lo, int(plan.start[k])) + first, min(hi + 1, int(plan.start[k + 1])) + first
+            spans.append(np.arange(a, b, dtype=np.int64) if o.rows is None else o.rows[a:b])
+        rows = (spans[0] if len(spans) == 1 else np.concatenate(spans))[pos - lo]
+        seg = np.full(len(pos), k0, dtype=np.int64)
+        for k in range(k0 + 1, k1 + 1):
+            seg += pos >= plan.start[k]
+        if k1 > k0:
+            _group_spanning(pos, seg, rows, pc.chunks, self.batch_size)
+        return _Piece(seg, rows, pc.chunks, tables)
 
     def _ready_next_epoch(self) -> None:
         """Permute the rows of the next epoch's first shard now (the planning thread has
