@@ -105,18 +105,16 @@ class _Piece:
     def parts(self, a: int, b: int) -> list[Part]:
         """The chunk ``[a, b)``, one Part per run of one segment."""
         seg, rows = self.seg[a:b], self.rows[a:b]
-        if seg[0] == seg[-1] and len(self.tables) == 1:
-            o = self.tables[int(seg[0])]
-            return [Part(o.arrays, rows, None, o.shard)]
-        cuts = [0, *(np.flatnonzero(seg[1:] != seg[:-1]) + 1).tolist(), b - a]
-        if len(cuts) == 2:
-            o = self.tables[int(seg[0])]
-            return [Part(o.arrays, rows, None, o.shard)]
-        parts = []
-        for x, y in pairwise(cuts):
-            o = self.tables[int(seg[x])]
-            parts.append(Part(o.arrays, rows[x:y], slice(x, y), o.shard))
-        return parts
+        if len(self.tables) > 1:
+            cuts = [0, *(np.flatnonzero(seg[1:] != seg[:-1]) + 1).tolist(), b - a]
+            if len(cuts) > 2:
+                return [
+                    Part(o.arrays, rows[x:y], slice(x, y), o.shard)
+                    for x, y in pairwise(cuts)
+                    for o in (self.tables[int(seg[x])],)
+                ]
+        o = self.tables[int(seg[0])]
+        return [Part(o.arrays, rows, None, o.shard)]
 
 
 def _group_spanning(
