@@ -568,14 +568,14 @@ def test_batches_kept_by_the_consumer_are_never_reused(cache):
             np.testing.assert_array_equal(np.asarray(v), copies[i][k])
 
 
-@pytest.mark.parametrize("normalize", [False, True])
-def test_masks_off_leaves_masks_out_and_values_alone(cache, normalize):
+@pytest.mark.parametrize(("normalize", "workers"), [(False, 0), (True, 0), (True, 2)])
+def test_masks_off_leaves_masks_out_and_values_alone(cache, normalize, workers):
     """``masks=False``: no ``*_mask`` keys, the same values (normalization still uses the
     masks to keep padded slots at the pad value); a mask named in ``columns`` still comes."""
     path, _ = cache
     kw = dict(batch_size=32, shuffle=True, seed=5, normalize=normalize, ragged="offsets")
     with_masks = list(DataLoader(path, **kw))
-    without = DataLoader(path, masks=False, **kw)
+    without = DataLoader(path, masks=False, num_workers=workers, **kw)
     assert "jets_mask" not in without.columns
     got = list(without)
     assert len(got) == len(with_masks)
