@@ -341,8 +341,9 @@ def test_errors_surface(tmp_path):
     m = write_cache(tmp_path / "d", SOURCES)
     p = tmp_path / "d" / m["shards"][3]["path"]
     p.write_bytes(p.read_bytes()[:100])
-    with pytest.raises(CacheError, match=r"truncated.*shard 3 .*run1\.root entries 192-256"):
-        list(DataLoader(tmp_path / "d", batch_size=32, num_workers=2))
+    for workers in (2, 0):  # from a worker process; from the planning thread
+        with pytest.raises(CacheError, match=r"truncated.*shard 3 .*run1\.root entries 192-256"):
+            list(DataLoader(tmp_path / "d", batch_size=32, num_workers=workers))
     with pytest.raises(ValueError, match="even_split"):
         DataLoader(tmp_path / "c", even_split="sometimes")
     with pytest.raises(ValueError, match="fractions"):

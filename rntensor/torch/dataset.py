@@ -273,6 +273,11 @@ class CacheDataset(_BatchDataset):
         # (seed, epoch, shard) and its row permutation, computed ahead (_ready_next_epoch)
         self._perm_ahead: tuple[tuple[int, int, int], np.ndarray | None] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_perm_ahead"] = None  # a worker process recomputes it; no need to ship it
+        return state
+
     def _count_rows(self) -> np.ndarray:
         shards = self.reader.shards
         if self.split is None:
