@@ -680,3 +680,40 @@ def test_in_turn_keeps_order_and_raises_in_order():
         assert got == [0, 1]
     finally:
         helpers.close()
+
+
+def test_persistent_workers_follow_epochs_resume_and_close(cache):
+    """Persistent workers get each epoch's order (and a resume point) through shared memory:
+    the batches equal fresh workers'; a break mid-epoch does not disturb the next epoch;
+    close() stops them."""
+    import multiprocessing
+
+    path, _ = cache
+    kw = dict(batch_size=16, shuffle=True, seed=7, num_workers=2, keep=True, ragged="offsets")
+    before = set(multiprocessing.active_children())  # session fixtures' servers, clusters
+
+    def mine():
+        return set(multiprocessing.active_children()) - before
+
+    def run(ld, epoch):
+        ld.set_epoch(epoch)
+        return [{k: v.numpy().copy() for k, v in b.items()} for b in ld]
+
+    fresh = DataLoader(path, **kw)
+    with DataLoader(path, persistent_workers=True, **kw) as kept:
+        for epoch in (0, 1, 2):
+            assert_same_batches(run(kept, epoch), run(fresh, epoch))
+            assert len(mine()) == 2  # still there between epochs
+        kept.set_epoch(3)
+        for i, _ in enumerate(kept):
+            if i == 2:
+                state = kept.state_dict()
+                break
+        assert_same_batches(run(kept, 4), run(fresh, 4))
+        resumed = DataLoader(path, persistent_workers=True, **kw)
+        resumed.load_state_dict(state)
+        fresh.set_epoch(3)
+        rest = [{k: v.numpy().copy() for k, v in b.items()} for b in resumed]
+        assert_same_batches(rest, run(fresh, 3)[3:])
+        resumed.close()
+    assert not mine()

@@ -19,6 +19,7 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from rntensor.cache.read import CacheReader, open_cache
@@ -178,11 +179,25 @@ class _BatchDataset(IterableDataset):
         self.epoch = 0
         self.start_batch = 0
         self.chunk_batches = 1  # batches assembled (and handed over) together; set by DataLoader
-        self.gather_threads = 0  # background threads assembling chunks (0: inline); ditto
+        self.gather_threads = 0  # helper threads (0: everything inline); ditto
+        self._shared: torch.Tensor | None = None  # see share_state
         return even
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def share_state(self) -> None:
+        """Keep (epoch, start batch, seed) in shared memory from now on, for persistent
+        worker processes: they hold a copy of this dataset made when they started, and read
+        the iteration's values from there (see :meth:`sync`)."""
+        if self._shared is None:
+            self._shared = torch.zeros(3, dtype=torch.int64).share_memory_()
+        self._shared[0], self._shared[1], self._shared[2] = self.epoch, self.start_batch, self.seed
+
+    def sync(self) -> None:
+        """In a worker: take the values of this iteration (see :meth:`share_state`)."""
+        if self._shared is not None:
+            self.epoch, self.start_batch, self.seed = (int(v) for v in self._shared.tolist())
 
     def iter_packed(self, part: int = 0, parts: int = 1, chunk: int = 1) -> Iterator[Packed]:
         """The chunks (``chunk`` consecutive batches each) of consumer ``part`` of ``parts``."""
@@ -323,6 +338,7 @@ class CacheDataset(_BatchDataset):
     def __iter__(self) -> Iterator[Item | WorkerFailure]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        self.sync()
         chunks = self.iter_packed(worker, workers, self.chunk_batches)
         return worker_batches(chunks, worker, workers, self.rank, info is not None)
 

@@ -13,6 +13,7 @@ shards are neither read nor decoded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -87,6 +88,9 @@ class DataLoader:
         device_prefetch: chunks (see ``chunk_batches``) in flight to the device.
         prefetch_factor: chunks each worker prepares ahead.
         multiprocessing_context: for the workers (``"fork"``, ``"spawn"``, ``"forkserver"``).
+        persistent_workers: keep the worker processes from one epoch to the next (no start-up
+            per epoch); the epoch, resume point and seed reach them through shared memory.
+            Stop them with :meth:`close` (or ``with DataLoader(...) as loader:``).
         timeout_s: how long to wait for a worker's batch (0: forever).
         chunk_batches: consecutive batches assembled together: one gather per column, one
             handover from a worker, one pin, one device copy (torch's fixed cost per worker
@@ -127,6 +131,7 @@ class DataLoader:
         device_prefetch: int = 2,
         prefetch_factor: int = 2,
         multiprocessing_context: str | None = None,
+        persistent_workers: bool = False,
         timeout_s: float = 0.0,
         chunk_batches: int | None = None,
         gather_threads: int | None = None,
@@ -151,6 +156,7 @@ class DataLoader:
             pin_memory=pin_memory, device=device, device_prefetch=device_prefetch,
             prefetch_factor=prefetch_factor, multiprocessing_context=multiprocessing_context,
             timeout_s=timeout_s, chunk_batches=chunk_batches, gather_threads=gather_threads,
+            persistent_workers=persistent_workers,
         )  # fmt: skip
 
     def _setup(
@@ -168,6 +174,7 @@ class DataLoader:
         timeout_s: float,
         chunk_batches: int | None,
         gather_threads: int | None = None,
+        persistent_workers: bool = False,
     ) -> None:
         num_workers = check_int("num_workers", num_workers, 0)
         if ragged not in ("nested", "offsets"):
@@ -204,6 +211,8 @@ class DataLoader:
         if gather_threads is None:
             gather_threads = 1 if num_workers == 0 and (os.cpu_count() or 1) > 1 else 0
         self.gather_threads = check_int("gather_threads", gather_threads, 0)
+        self.persistent_workers = bool(persistent_workers) and num_workers > 0
+        self._workers: torch.utils.data.DataLoader | None = None  # the persistent ones
 
     @classmethod
     def from_root(
@@ -267,6 +276,7 @@ class DataLoader:
             timeout_s=loader_options.pop("timeout_s", 0.0),
             chunk_batches=loader_options.pop("chunk_batches", None),
             gather_threads=loader_options.pop("gather_threads", None),
+            persistent_workers=loader_options.pop("persistent_workers", False),
         )
         if loader_options:
             raise TypeError(
@@ -360,7 +370,7 @@ class DataLoader:
             prefetch_factor=self.prefetch_factor,
             multiprocessing_context=self.multiprocessing_context,
             timeout=self.timeout_s,
-            persistent_workers=False,
+            persistent_workers=self.persistent_workers,
         )
 
     def _chunks(self) -> Iterator[Packed]:
@@ -399,15 +409,21 @@ class DataLoader:
                     yield {k: torch.from_numpy(v) for k, v in arrays.items()}
             return
         shutdown = None
-        if self.num_workers:
+        if self.num_workers and self.persistent_workers:
+            self.dataset.share_state()  # before the workers start, then for every epoch
+            if self._workers is None:
+                self._workers = self._torch_loader()
+            source: Iterator[Any] = iter(self._workers)  # the same workers, reset
+        elif self.num_workers:
             it = iter(self._torch_loader())
             shutdown = getattr(it, "_shutdown_workers", None)
-            source: Iterator[Any] = it
+            source = it
         else:
             source = self._in_process()
         try:
             for item in DevicePrefetcher(source, self.device, depth=self.device_prefetch):
                 if isinstance(item, WorkerFailure):
+                    self.close()  # persistent workers too: the next epoch starts afresh
                     raise item.error
                 batches = (
                     [item] if isinstance(item, dict) else [unpack(item[0], x) for x in item[1]]
@@ -422,6 +438,23 @@ class DataLoader:
             # finalized the queues the shutdown signal travels through (a 5 s wait per worker).
             if shutdown is not None:
                 shutdown()
+
+    def close(self) -> None:
+        """Stop persistent worker processes (a no-op otherwise); the loader stays usable."""
+        workers, self._workers = self._workers, None
+        it = getattr(workers, "_iterator", None) if workers is not None else None
+        if it is not None:
+            it._shutdown_workers()
+
+    def __enter__(self) -> DataLoader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to stop
+            self.close()
 
 
 def _as_is(item: Any) -> Any:

@@ -172,6 +172,7 @@ class StreamDataset(_BatchDataset):
     def __iter__(self) -> Iterator[Item | WorkerFailure]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        self.sync()
         if self.start_batch and workers > 1:
             raise ValueError(
                 "an exact resume of a streaming loader needs num_workers=0 (with workers, the "
