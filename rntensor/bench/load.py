@@ -54,6 +54,7 @@ def _child_rntensor_load(p: dict[str, Any]) -> dict[str, Any]:
             shuffle=True,
             seed=1,
             num_workers=p["num_workers"],
+            persistent_workers=p["num_workers"] > 0,
             shuffle_buffer=p["shuffle_buffer"],
             masks=p.get("masks", False),
         )
@@ -63,6 +64,7 @@ def _child_rntensor_load(p: dict[str, Any]) -> dict[str, Any]:
             return loader
 
         out = _epochs(epoch, p, lambda b: len(b["target"]))
+        loader.close()
     return {**out, "memory": mem.figures()}
 
 
@@ -219,7 +221,7 @@ def bench_load(
             figs,
             f"rntensor_w{w}",
             samples,
-            f"rntensor DataLoader, num_workers={w}, warm epoch",
+            f"rntensor DataLoader, num_workers={w}{', persistent' if w else ''}, warm epoch",
             rows,
             vs=ref,
         )
