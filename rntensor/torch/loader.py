@@ -23,7 +23,7 @@ import torch
 import torch.utils.data
 
 from rntensor.cache.read import CacheReader
-from rntensor.torch.collate import Packed, WorkerFailure, unpack
+from rntensor.torch.collate import WorkerFailure, unpack
 from rntensor.torch.dataset import CacheDataset
 from rntensor.torch.device import DevicePrefetcher, finalize
 from rntensor.torch.plan import check_int
@@ -97,8 +97,8 @@ class DataLoader:
             handover is ~0.1-1 ms); default ``min(8, 8192 // batch_size)``, at least 1.
         gather_threads: helper threads of each loading process (this one with
             ``num_workers=0``, else every worker) that plan the next stretch of the epoch
-            (positions to shard rows, shards opened) and share each chunk's row gathers with
-            the assembling thread (the gathers release the GIL).  Default (``None``): 1 with
+            (positions to shard rows, shards opened) and assemble every other chunk beside
+            the iterating thread (the gathers release the GIL).  Default (``None``): 1 with
             ``num_workers=0`` on a machine with more than one CPU, else 0 (workers are
             processes already).  0: everything in the assembling thread.
         **open_options: ``storage_options``, ``schema_fingerprint``, ``local_cache``,
@@ -373,17 +373,15 @@ class DataLoader:
             persistent_workers=self.persistent_workers,
         )
 
-    def _chunks(self) -> Iterator[Packed]:
-        """``num_workers=0``: the dataset's chunks, assembled in this process."""
-        ds = self.dataset
-        if isinstance(ds, CacheDataset):
-            return ds.iter_packed(0, 1, self.chunk_batches)
-        return ds.iter_packed(ds.rank, ds.world_size, self.chunk_batches)
-
     def _in_process(self) -> Iterator[Any]:
         """``num_workers=0``: the dataset's batches straight from this process."""
+        ds = self.dataset
+        if isinstance(ds, CacheDataset):
+            chunks = ds.iter_packed(0, 1, self.chunk_batches)
+        else:
+            chunks = ds.iter_packed(ds.rank, ds.world_size, self.chunk_batches)
         pin = self.pin_memory and torch.cuda.is_available()
-        for p in self._chunks():
+        for p in chunks:
             if self.device.type == "cpu" and not pin:
                 for arrays in p.batches:
                     yield {k: torch.from_numpy(v) for k, v in arrays.items()}
@@ -402,11 +400,10 @@ class DataLoader:
         pin = self.pin_memory and torch.cuda.is_available()
         plain = self.device.type == "cpu" and not pin and not self._one_hot
         if not self.num_workers and plain and not (nested and self._ragged):
-            # the common CPU case: nothing to move or convert, tensors straight from the views
-            for p in self._chunks():
-                for arrays in p.batches:
-                    self._yielded += 1
-                    yield {k: torch.from_numpy(v) for k, v in arrays.items()}
+            # the common CPU case: nothing to move or convert
+            for batch in self._in_process():
+                self._yielded += 1
+                yield batch
             return
         shutdown = None
         if self.num_workers and self.persistent_workers:
